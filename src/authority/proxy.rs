@@ -1,0 +1,233 @@
+//! `org.proxyuserd1.Identity`: associations between logins and their proxies.
+
+use crate::audit::{Draft, Event, Ledger};
+use crate::identity::Caller;
+use crate::policy::{CompiledRules, Decision};
+use crate::store::{Association, Tree, Write};
+use crate::sys::now_micros;
+
+use super::{Authority, Error, Notice, subject};
+
+/// `Resolve`'s answer: who a login acts as now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    pub effective: String,
+    /// "" when the login has no proxy.
+    pub proxy: String,
+    /// `u32::MAX` when the effective user has no system account.
+    pub uid: u32,
+    pub gid: u32,
+}
+
+const NO_ID: u32 = u32::MAX;
+
+impl Authority {
+    pub fn resolve(&self, caller: &Caller, login: &str) -> Result<Identity, Error> {
+        self.authorize(caller, "Resolve", login)?;
+        self.effective_identity(login)
+    }
+
+    /// Who `login` acts as, revoking an association the rules no longer allow.
+    /// Authorization is the caller's business.
+    pub(crate) fn effective_identity(&self, login: &str) -> Result<Identity, Error> {
+        if let Some(association) = self.store.association(login)? {
+            match self.still_allowed(&self.rules.load(), login, &association.proxy)? {
+                Ok(account) => {
+                    return Ok(Identity {
+                        effective: association.proxy,
+                        proxy: account.name.clone(),
+                        uid: account.uid,
+                        gid: account.gid,
+                    });
+                }
+                Err(reason) => self.revoke(&mut self.lock(), login, &association.proxy, &reason)?,
+            }
+        }
+        let account = self.login_account(login)?;
+        Ok(Identity {
+            effective: login.to_string(),
+            proxy: String::new(),
+            uid: account.as_ref().map_or(NO_ID, |a| a.uid),
+            gid: account.as_ref().map_or(NO_ID, |a| a.gid),
+        })
+    }
+
+    pub fn check_proxy(
+        &self,
+        caller: &Caller,
+        login: &str,
+        proxy: &str,
+    ) -> Result<(bool, String), Error> {
+        self.authorize(caller, "CheckProxy", login)?;
+        let proxy_account = self.proxy_account(proxy)?;
+        let login_account = self.login_account(login)?;
+        let decision = self.rules.load().check(
+            &subject(login, login_account.as_deref()),
+            &proxy_account.subject(),
+            now_micros(),
+        );
+        Ok((decision.is_allowed(), decision.reason(login, proxy)))
+    }
+
+    pub fn list_proxies(&self, caller: &Caller, login: &str) -> Result<Vec<String>, Error> {
+        self.authorize(caller, "ListProxies", login)?;
+        let login_account = self.login_account(login)?;
+        let login_subject = subject(login, login_account.as_deref());
+        let rules = self.rules.load();
+        let now = now_micros();
+        let (mut names, groups) = rules.offered_targets(&login_subject, now);
+        for group in &groups {
+            names.extend(self.directory.group_members(group)?);
+        }
+        names.sort();
+        names.dedup();
+        let mut allowed = Vec::new();
+        for name in names {
+            if let Some(account) = self.directory.user(&name)?
+                && rules
+                    .check(&login_subject, &account.subject(), now)
+                    .is_allowed()
+            {
+                allowed.push(name);
+            }
+        }
+        Ok(allowed)
+    }
+
+    pub fn set_proxy(&self, caller: &Caller, login: &str, proxy: &str) -> Result<(), Error> {
+        self.authorize(caller, "SetProxy", login)?;
+        let proxy_account = self.proxy_account(proxy)?;
+        let login_account = self.login_account(login)?;
+        let mut ledger = self.lock();
+        let decision = self.rules.load().check(
+            &subject(login, login_account.as_deref()),
+            &proxy_account.subject(),
+            now_micros(),
+        );
+        let Decision::Allowed { rule } = &decision else {
+            drop(ledger);
+            let err = Error::NotAllowed(decision.reason(login, proxy));
+            let draft = Draft::new(Event::Denied)
+                .with("login", login)
+                .with("proxy", proxy);
+            return Err(self.deny(caller, "SetProxy", draft, err));
+        };
+        let previous = self.store.association(login)?.map(|a| a.proxy);
+        let association = Association {
+            proxy: proxy.to_string(),
+            since: now_micros(),
+            by_uid: caller.uid,
+        };
+        let draft = Draft::new(Event::ProxySet)
+            .with("login", login)
+            .with("proxy", proxy)
+            .with("effective", proxy)
+            .with("previous", previous.unwrap_or_default())
+            .with("rule", rule.as_str())
+            .caller(caller);
+        let write = Write::put(Tree::Associations, login, &association);
+        self.record(&mut ledger, draft, vec![write])?;
+        self.notify(Notice::ProxyChanged {
+            login: login.into(),
+            proxy: proxy.into(),
+            why: "set",
+        });
+        Ok(())
+    }
+
+    pub fn clear_proxy(&self, caller: &Caller, login: &str) -> Result<(), Error> {
+        self.authorize(caller, "ClearProxy", login)?;
+        let mut ledger = self.lock();
+        let Some(association) = self.store.association(login)? else {
+            return Ok(());
+        };
+        let draft = Draft::new(Event::ProxyCleared)
+            .with("login", login)
+            .with("proxy", association.proxy.as_str())
+            .with("effective", login)
+            .caller(caller);
+        self.record(
+            &mut ledger,
+            draft,
+            vec![Write::delete(Tree::Associations, login)],
+        )?;
+        self.notify(Notice::ProxyChanged {
+            login: login.into(),
+            proxy: association.proxy,
+            why: "cleared",
+        });
+        Ok(())
+    }
+
+    /// Whether `login` may still proxy to `proxy`: the proxy's account, or why not.
+    fn still_allowed(
+        &self,
+        rules: &CompiledRules,
+        login: &str,
+        proxy: &str,
+    ) -> Result<Result<std::sync::Arc<crate::identity::Account>, String>, Error> {
+        let Some(proxy_account) = self.directory.user(proxy)? else {
+            return Ok(Err(format!("system user {proxy} no longer exists")));
+        };
+        let login_account = self.login_account(login)?;
+        let decision = rules.check(
+            &subject(login, login_account.as_deref()),
+            &proxy_account.subject(),
+            now_micros(),
+        );
+        Ok(match decision {
+            Decision::Allowed { .. } => Ok(proxy_account),
+            denied => Err(denied.reason(login, proxy)),
+        })
+    }
+
+    /// Ends `login`'s association with `proxy` if it still exists (under the lock).
+    fn revoke(
+        &self,
+        ledger: &mut Ledger,
+        login: &str,
+        proxy: &str,
+        reason: &str,
+    ) -> Result<(), Error> {
+        match self.store.association(login)? {
+            Some(current) if current.proxy == proxy => {}
+            _ => return Ok(()),
+        }
+        let draft = Draft::new(Event::ProxyRevoked)
+            .with("login", login)
+            .with("proxy", proxy)
+            .with("effective", login)
+            .with("reason", reason);
+        self.record(
+            ledger,
+            draft,
+            vec![Write::delete(Tree::Associations, login)],
+        )?;
+        tracing::info!("revoked {login} → {proxy}: {reason}");
+        self.notify(Notice::ProxyChanged {
+            login: login.into(),
+            proxy: proxy.into(),
+            why: "revoked",
+        });
+        Ok(())
+    }
+
+    /// Revokes every association the current rules (and NSS) no longer allow. Called
+    /// under the lock after each rule change, and by the expiry timer.
+    pub(super) fn sweep_locked(&self, ledger: &mut Ledger) -> Result<usize, Error> {
+        let rules = self.rules.load();
+        let mut revoked = 0;
+        for (login, association) in self.store.associations()? {
+            if let Err(reason) = self.still_allowed(&rules, &login, &association.proxy)? {
+                self.revoke(ledger, &login, &association.proxy, &reason)?;
+                revoked += 1;
+            }
+        }
+        Ok(revoked)
+    }
+
+    /// Revalidates all associations now (expiry timer, periodic NSS check).
+    pub fn sweep(&self) -> Result<usize, Error> {
+        self.sweep_locked(&mut self.lock())
+    }
+}

@@ -1,0 +1,111 @@
+//! `org.proxyuserd1.Admin` (contract, DESIGN §4): for root and the admin group.
+
+use std::collections::HashMap;
+
+use zbus::message::Header;
+use zbus::object_server::SignalEmitter;
+use zbus::{Connection, interface};
+
+use super::{BusError, Shared};
+
+pub struct Admin(pub Shared);
+
+/// Rules and audit log administration. Methods are for admins only.
+#[interface(name = "org.proxyuserd1.Admin")]
+impl Admin {
+    /// Re-reads the rule files; fails with InvalidRules (file:line:column) and keeps the
+    /// old rules if one does not validate.
+    #[zbus(out_args("generation"))]
+    async fn reload(
+        &self,
+        #[zbus(connection)] connection: &Connection,
+        #[zbus(header)] header: Header<'_>,
+    ) -> Result<u64, BusError> {
+        let generation = self
+            .0
+            .call(connection, &header, |a, c| a.reload(Some(c)))
+            .await?;
+        self.0.callers.forget_all();
+        Ok(generation)
+    }
+
+    /// Every rule: id, source (file:PATH or live) and the rule as TOML.
+    #[zbus(out_args("rules"))]
+    async fn list_rules(
+        &self,
+        #[zbus(connection)] connection: &Connection,
+        #[zbus(header)] header: Header<'_>,
+    ) -> Result<Vec<(String, String, String)>, BusError> {
+        self.0
+            .call(connection, &header, |a, c| a.list_rules(c))
+            .await
+    }
+
+    /// Adds a live rule: one [[allow]] or [[deny]] table in the rule file format.
+    #[zbus(out_args("id"))]
+    async fn add_rule(
+        &self,
+        #[zbus(connection)] connection: &Connection,
+        #[zbus(header)] header: Header<'_>,
+        rule_toml: String,
+    ) -> Result<String, BusError> {
+        self.0
+            .call(connection, &header, move |a, c| a.add_rule(c, &rule_toml))
+            .await
+    }
+
+    /// Removes a live rule by id.
+    async fn remove_rule(
+        &self,
+        #[zbus(connection)] connection: &Connection,
+        #[zbus(header)] header: Header<'_>,
+        id: String,
+    ) -> Result<(), BusError> {
+        self.0
+            .call(connection, &header, move |a, c| a.remove_rule(c, &id))
+            .await
+    }
+
+    /// Audit records with seq at least since_seq, at most max (0: a full page).
+    #[zbus(out_args("records"))]
+    async fn audit_log(
+        &self,
+        #[zbus(connection)] connection: &Connection,
+        #[zbus(header)] header: Header<'_>,
+        since_seq: u64,
+        max: u32,
+    ) -> Result<Vec<(u64, HashMap<String, String>)>, BusError> {
+        let records = self
+            .0
+            .call(connection, &header, move |a, c| {
+                a.audit_log(c, since_seq, max)
+            })
+            .await?;
+        Ok(records
+            .into_iter()
+            .map(|r| {
+                let seq = r
+                    .get(crate::audit::SEQ)
+                    .and_then(|s| s.parse().ok())
+                    .unwrap_or(0);
+                (seq, r.into_iter().collect())
+            })
+            .collect())
+    }
+
+    /// The daemon's version.
+    #[zbus(property(emits_changed_signal = "const"))]
+    async fn version(&self) -> String {
+        env!("CARGO_PKG_VERSION").to_string()
+    }
+
+    /// Grows with every change of the rule set.
+    #[zbus(property)]
+    async fn rules_generation(&self) -> u64 {
+        self.0.authority.generation()
+    }
+
+    /// The rule set changed; generation is the new RulesGeneration.
+    #[zbus(signal)]
+    pub async fn rules_changed(emitter: &SignalEmitter<'_>, generation: u64) -> zbus::Result<()>;
+}

@@ -1,0 +1,411 @@
+//! `proxyuserctl`: the admin's and user's command line. It talks D-Bus only (except
+//! `rules check`, which validates files offline like `visudo -c`).
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use serde_json::json;
+use zbus::{Connection, DBusError};
+
+use crate::audit::{self, Record};
+use crate::client::{AdminProxy, IdentityProxy};
+use crate::policy::{CompiledRules, format_time, parse_rule_file};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "proxyuserctl",
+    version,
+    about = "Control and query proxyuserd, the proxy user authority",
+    after_help = "Without a LOGIN, commands act for the calling user. The bus is the system bus \
+                  ($DBUS_SYSTEM_BUS_ADDRESS selects another)."
+)]
+pub struct Cli {
+    /// Print data as JSON.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Daemon version, rule generation and who you act as.
+    Status,
+    /// Who LOGIN acts as now (effective user, proxy, uid, gid).
+    Resolve { login: Option<String> },
+    /// Who you act as now.
+    Whoami,
+    /// Whether LOGIN may proxy to PROXY, and why (changes nothing). Exit 1 if not.
+    Check { login: String, proxy: String },
+    /// Choose, end or list proxy users.
+    #[command(subcommand)]
+    Proxy(ProxyCommand),
+    /// Administer the rules.
+    #[command(subcommand)]
+    Rules(RulesCommand),
+    /// Show the audit log (admins).
+    Audit {
+        /// First sequence number to show.
+        #[arg(long, default_value_t = 1)]
+        since: u64,
+        /// Walk the hash chain from the first record and report the first broken one.
+        #[arg(long)]
+        verify: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum ProxyCommand {
+    /// Proxy to PROXY from now on (replaces the current proxy).
+    Set {
+        proxy: String,
+        #[arg(long)]
+        login: Option<String>,
+    },
+    /// Stop proxying.
+    Clear {
+        #[arg(long)]
+        login: Option<String>,
+    },
+    /// The proxy users you may choose.
+    List {
+        #[arg(long)]
+        login: Option<String>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum RulesCommand {
+    /// Every active rule with its id and source.
+    List,
+    /// Add a live rule from FILE ("-" for stdin): one [[allow]] or [[deny]] table.
+    Add { file: PathBuf },
+    /// Remove a live rule.
+    Remove { id: String },
+    /// Re-read the rule files (like SIGHUP, but errors are reported here).
+    Reload,
+    /// Validate rule files offline; exit 1 with file:line:column errors.
+    Check {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+}
+
+/// A failure to report: the message, and the D-Bus error name if any.
+struct Failure {
+    message: String,
+    name: Option<String>,
+}
+
+impl From<zbus::Error> for Failure {
+    fn from(err: zbus::Error) -> Self {
+        match err {
+            zbus::Error::MethodError(name, description, _) => Failure {
+                message: description.unwrap_or_default(),
+                name: Some(name.to_string()),
+            },
+            zbus::Error::FDO(fdo) => Failure {
+                message: fdo.description().unwrap_or_default().to_string(),
+                name: Some(fdo.name().to_string()),
+            },
+            other => Failure {
+                message: other.to_string(),
+                name: None,
+            },
+        }
+    }
+}
+
+impl From<String> for Failure {
+    fn from(message: String) -> Self {
+        Failure {
+            message,
+            name: None,
+        }
+    }
+}
+
+type Outcome = Result<ExitCode, Failure>;
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Command::Rules(RulesCommand::Check { files }) = &cli.command {
+        return check_files(files, cli.json);
+    }
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("proxyuserctl: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(failure) => {
+            match failure.name {
+                Some(name) => eprintln!("proxyuserctl: {} [{name}]", failure.message),
+                None => eprintln!("proxyuserctl: {}", failure.message),
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn own_login() -> Result<String, Failure> {
+    let uid = nix::unistd::getuid();
+    match nix::unistd::User::from_uid(uid) {
+        Ok(Some(user)) => Ok(user.name),
+        _ => Err(format!("uid {uid} has no user name; give a LOGIN").into()),
+    }
+}
+
+fn login_or_self(login: Option<String>) -> Result<String, Failure> {
+    login.map_or_else(own_login, Ok)
+}
+
+fn print_json(value: &serde_json::Value) {
+    println!(
+        "{}",
+        serde_json::to_string_pretty(value).unwrap_or_default()
+    );
+}
+
+async fn run(cli: Cli) -> Outcome {
+    let connection = Connection::system()
+        .await
+        .map_err(|e| format!("cannot connect to the system bus: {e}"))?;
+    let identity = IdentityProxy::new(&connection).await?;
+    let json = cli.json;
+    match cli.command {
+        Command::Status => status(&connection, &identity, json).await,
+        Command::Resolve { login } => resolve(&identity, login_or_self(login)?, json).await,
+        Command::Whoami => resolve(&identity, own_login()?, json).await,
+        Command::Check { login, proxy } => {
+            let (allowed, reason) = identity.check_proxy(&login, &proxy).await?;
+            if json {
+                print_json(
+                    &json!({ "login": login, "proxy": proxy, "allowed": allowed, "reason": reason }),
+                );
+            } else {
+                println!("{}: {reason}", if allowed { "allowed" } else { "denied" });
+            }
+            Ok(if allowed {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
+        Command::Proxy(ProxyCommand::Set { proxy, login }) => {
+            identity.set_proxy(&login_or_self(login)?, &proxy).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Proxy(ProxyCommand::Clear { login }) => {
+            identity.clear_proxy(&login_or_self(login)?).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Proxy(ProxyCommand::List { login }) => {
+            let proxies = identity.list_proxies(&login_or_self(login)?).await?;
+            if json {
+                print_json(&json!(proxies));
+            } else {
+                proxies.iter().for_each(|p| println!("{p}"));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Rules(command) => rules(&AdminProxy::new(&connection).await?, command, json).await,
+        Command::Audit { since, verify } => {
+            audit_log(&AdminProxy::new(&connection).await?, since, verify, json).await
+        }
+    }
+}
+
+async fn resolve(identity: &IdentityProxy<'_>, login: String, json: bool) -> Outcome {
+    let (effective, proxy, uid, gid) = identity.resolve(&login).await?;
+    let id = |v: u32| if v == u32::MAX { None } else { Some(v) };
+    if json {
+        print_json(&json!({
+            "login": login, "effective": effective, "proxy": proxy,
+            "uid": id(uid), "gid": id(gid),
+        }));
+    } else {
+        let show = |v: u32| id(v).map_or("-".to_string(), |v| v.to_string());
+        println!("    Login: {login}");
+        println!("    Proxy: {}", if proxy.is_empty() { "-" } else { &proxy });
+        println!("Effective: {effective}");
+        println!("      UID: {}", show(uid));
+        println!("      GID: {}", show(gid));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn status(connection: &Connection, identity: &IdentityProxy<'_>, json: bool) -> Outcome {
+    let admin = AdminProxy::new(connection).await?;
+    let version = admin.version().await?;
+    let generation = admin.rules_generation().await?;
+    let login = own_login().ok();
+    let acting = match &login {
+        Some(login) => Some(identity.resolve(login).await?),
+        None => None,
+    };
+    if json {
+        print_json(&json!({
+            "version": version,
+            "rules_generation": generation,
+            "login": login,
+            "effective": acting.as_ref().map(|a| &a.0),
+            "proxy": acting.as_ref().map(|a| &a.1),
+        }));
+    } else {
+        println!("proxyuserd {version} on org.proxyuserd1");
+        println!("Rules generation: {generation}");
+        if let (Some(login), Some((effective, proxy, _, _))) = (login, acting) {
+            if proxy.is_empty() {
+                println!("You ({login}) act as yourself");
+            } else {
+                println!("You ({login}) act as {effective} (proxy)");
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn rules(admin: &AdminProxy<'_>, command: RulesCommand, json: bool) -> Outcome {
+    match command {
+        RulesCommand::List => {
+            let rules = admin.list_rules().await?;
+            if json {
+                let list: Vec<_> = rules
+                    .iter()
+                    .map(|(id, source, rule)| json!({ "id": id, "source": source, "rule": rule }))
+                    .collect();
+                print_json(&json!(list));
+            } else {
+                for (id, source, rule) in rules {
+                    println!("# {id} ({source})\n{rule}");
+                }
+            }
+        }
+        RulesCommand::Add { file } => {
+            let text = if file.as_os_str() == "-" {
+                std::io::read_to_string(std::io::stdin()).map_err(|e| format!("stdin: {e}"))?
+            } else {
+                std::fs::read_to_string(&file).map_err(|e| format!("{}: {e}", file.display()))?
+            };
+            println!("{}", admin.add_rule(&text).await?);
+        }
+        RulesCommand::Remove { id } => admin.remove_rule(&id).await?,
+        RulesCommand::Reload => {
+            let generation = admin.reload().await?;
+            if json {
+                print_json(&json!({ "generation": generation }));
+            } else {
+                println!("rules generation {generation}");
+            }
+        }
+        RulesCommand::Check { .. } => unreachable!("handled offline in main"),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Validates each file on its own and all of them together (cross-file rules such as
+/// "a proxy user cannot proxy" span files).
+fn check_files(paths: &[PathBuf], json: bool) -> ExitCode {
+    let mut errors = Vec::new();
+    let mut files = Vec::new();
+    for path in paths {
+        let shown = path.display().to_string();
+        match std::fs::read_to_string(path) {
+            Err(err) => errors.push(format!("{shown}: {err}")),
+            Ok(text) => match parse_rule_file(&shown, &text) {
+                Ok(file) => files.push(file),
+                Err(err) => errors.push(err.to_string()),
+            },
+        }
+    }
+    let rules = files.iter().map(|f| f.rules.len()).sum::<usize>();
+    if errors.is_empty()
+        && let Err(err) = CompiledRules::compile(files, Vec::new())
+    {
+        errors.push(err.to_string());
+    }
+    if json {
+        print_json(&json!({ "valid": errors.is_empty(), "rules": rules, "errors": errors }));
+    } else if errors.is_empty() {
+        println!("{} file(s), {rules} rule(s): valid", paths.len());
+    } else {
+        errors.iter().for_each(|e| eprintln!("{e}"));
+    }
+    if errors.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+/// Records from `since` on, fetched page by page.
+async fn fetch_audit(admin: &AdminProxy<'_>, since: u64) -> Result<Vec<Record>, Failure> {
+    let mut records = Vec::new();
+    let mut next = since;
+    loop {
+        let page = admin.audit_log(next, 0).await?;
+        let Some((last, _)) = page.last() else { break };
+        next = last + 1;
+        records.extend(
+            page.into_iter()
+                .map(|(_, r)| r.into_iter().collect::<BTreeMap<_, _>>()),
+        );
+    }
+    Ok(records)
+}
+
+async fn audit_log(admin: &AdminProxy<'_>, since: u64, verify: bool, json: bool) -> Outcome {
+    if verify {
+        let records = fetch_audit(admin, 1).await?;
+        let result = audit::verify(&records);
+        let head = records
+            .last()
+            .and_then(|r| r.get(audit::HASH))
+            .cloned()
+            .unwrap_or_default();
+        if json {
+            print_json(&match &result {
+                Ok(n) => json!({ "intact": true, "records": n, "head": head }),
+                Err(b) => json!({ "intact": false, "broken_at": b.seq, "why": b.why }),
+            });
+        } else {
+            match &result {
+                Ok(n) => println!("audit chain intact: {n} records, head {head}"),
+                Err(broken) => println!("{broken}"),
+            }
+        }
+        return Ok(if result.is_ok() {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        });
+    }
+    let records = fetch_audit(admin, since).await?;
+    if json {
+        print_json(&json!(records));
+    } else {
+        for record in &records {
+            let get = |k: &str| record.get(k).map(String::as_str).unwrap_or("");
+            let time = get(audit::TIME)
+                .parse()
+                .map(format_time)
+                .unwrap_or_default();
+            println!(
+                "{:>6} {time} {:<14} {}",
+                get(audit::SEQ),
+                get(audit::EVENT),
+                audit::describe(record)
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,187 @@
+//! `/etc/proxyuserd/proxyuserd.toml`. A missing file means the defaults below, which are
+//! safe: no trusted callers, only root is an admin, no rules (everything denied).
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::identity::name::{check_group_name, check_user_name};
+
+pub const DEFAULT_PATH: &str = "/etc/proxyuserd/proxyuserd.toml";
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Where the sled store and job output live (`StateDirectory=` in the unit).
+    pub state_dir: PathBuf,
+    /// The drop-in rule files, `*.toml`, read in lexical order.
+    pub rules_dir: PathBuf,
+    /// Users whose processes may act for any login (gateways for their web users).
+    pub trusted_callers: Vec<String>,
+    /// Members of this group are admins (root always is).
+    pub admin_group: Option<String>,
+    /// How long a user lookup (NSS) is reused. 0 asks NSS every time.
+    pub nss_cache_secs: u64,
+    /// How often associations are checked against NSS changes (group membership, deleted
+    /// accounts) even when no rule changed.
+    pub revalidate_secs: u64,
+    pub exec: ExecConfig,
+    pub sessions: SessionsConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            state_dir: PathBuf::from("/var/lib/proxyuserd"),
+            rules_dir: PathBuf::from("/etc/proxyuserd/rules.d"),
+            trusted_callers: Vec::new(),
+            admin_group: None,
+            nss_cache_secs: 5,
+            revalidate_secs: 60,
+            exec: ExecConfig::default(),
+            sessions: SessionsConfig::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ExecConfig {
+    /// `PATH` of every job.
+    pub secure_path: String,
+    /// Caller environment variables a job may receive (`Exec`'s env argument).
+    pub env_keep: Vec<String>,
+    /// Running jobs per run-as user; the next one is refused.
+    pub max_jobs_per_user: u32,
+    /// Bytes kept of each of stdout and stderr; a job writing more is killed.
+    pub max_output_bytes: u64,
+    /// Wall-clock limit of a job; 0 means none.
+    pub timeout_secs: u64,
+    /// Finished jobs and their output are deleted after this many seconds.
+    pub retention_secs: u64,
+}
+
+impl Default for ExecConfig {
+    fn default() -> Self {
+        ExecConfig {
+            secure_path: "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into(),
+            env_keep: Vec::new(),
+            max_jobs_per_user: 16,
+            max_output_bytes: 64 * 1024 * 1024,
+            timeout_secs: 0,
+            retention_secs: 7 * 24 * 3600,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SessionsConfig {
+    /// Absolute lifetime of a session.
+    pub ttl_secs: u64,
+    /// A session unused this long ends.
+    pub idle_secs: u64,
+    pub login_cookie: String,
+    pub proxy_cookie: String,
+}
+
+impl Default for SessionsConfig {
+    fn default() -> Self {
+        SessionsConfig {
+            ttl_secs: 12 * 3600,
+            idle_secs: 3600,
+            login_cookie: "linkis_user_session_ticket_id_v1".into(),
+            proxy_cookie: "linkis_user_session_proxy_ticket_id_v1".into(),
+        }
+    }
+}
+
+impl Config {
+    /// Reads `path`; a missing file gives the defaults. Errors say `file:line:column`.
+    pub fn load(path: &Path) -> Result<Self, String> {
+        let text = match std::fs::read_to_string(path) {
+            Ok(text) => text,
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(Config::default()),
+            Err(err) => return Err(format!("{}: {err}", path.display())),
+        };
+        Self::parse(&path.display().to_string(), &text)
+    }
+
+    pub fn parse(file: &str, text: &str) -> Result<Self, String> {
+        let config: Config = toml::from_str(text).map_err(|e| {
+            let offset = e.span().map_or(0, |s| s.start).min(text.len());
+            let before = &text[..text.floor_char_boundary(offset)];
+            let line = before.matches('\n').count() + 1;
+            let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+            format!("{file}:{line}:{column}: {}", e.message().trim_end())
+        })?;
+        for user in &config.trusted_callers {
+            check_user_name(user).map_err(|e| format!("{file}: trusted_callers: {e}"))?;
+        }
+        if let Some(group) = &config.admin_group {
+            check_group_name(group).map_err(|e| format!("{file}: admin_group: {e}"))?;
+        }
+        for key in &config.exec.env_keep {
+            let valid = !key.is_empty()
+                && !key.starts_with(|c: char| c.is_ascii_digit())
+                && key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+            if !valid {
+                return Err(format!(
+                    "{file}: exec.env_keep: {key:?} is not an environment variable name"
+                ));
+            }
+        }
+        for (key, name) in [
+            ("login_cookie", &config.sessions.login_cookie),
+            ("proxy_cookie", &config.sessions.proxy_cookie),
+        ] {
+            let valid = !name.is_empty()
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_graphic() && !b"()<>@,;:\\\"/[]?={}".contains(&b));
+            if !valid {
+                return Err(format!(
+                    "{file}: sessions.{key}: {name:?} is not a cookie name"
+                ));
+            }
+        }
+        Ok(config)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_file_means_safe_defaults() {
+        let config = Config::load(Path::new("/nonexistent/proxyuserd.toml")).unwrap();
+        assert_eq!(config, Config::default());
+        assert!(config.trusted_callers.is_empty());
+        assert_eq!(config.admin_group, None);
+    }
+
+    #[test]
+    fn keys_parse_and_errors_are_located() {
+        let config = Config::parse(
+            "c.toml",
+            "state_dir = \"/tmp/s\"\ntrusted_callers = [\"gw\"]\nadmin_group = \"wheel\"\n[exec]\nenv_keep = [\"LANG\"]\n",
+        )
+        .unwrap();
+        assert_eq!(config.state_dir, PathBuf::from("/tmp/s"));
+        assert_eq!(config.trusted_callers, vec!["gw".to_string()]);
+        assert_eq!(config.exec.env_keep, vec!["LANG".to_string()]);
+        let err = Config::parse("c.toml", "state_dir = \"/x\"\nadmin_gruop = \"x\"\n").unwrap_err();
+        assert!(
+            err.starts_with("c.toml:2:1: unknown field `admin_gruop`"),
+            "{err}"
+        );
+        let err = Config::parse("c.toml", "trusted_callers = [\"a b\"]\n").unwrap_err();
+        assert!(err.contains("invalid user name \"a b\""), "{err}");
+        let err = Config::parse("c.toml", "[exec]\nenv_keep = [\"A=B\"]\n").unwrap_err();
+        assert!(
+            err.contains("\"A=B\" is not an environment variable name"),
+            "{err}"
+        );
+    }
+}

@@ -1,0 +1,187 @@
+//! The daemon: configuration, logging, the bus connection, signals, timers, shutdown.
+
+pub mod config;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::signal::unix::{SignalKind, signal};
+use tracing_subscriber::filter::LevelFilter;
+use tracing_subscriber::prelude::*;
+use zbus::connection::Builder;
+
+use crate::audit::journal::{self, Journal};
+use crate::authority::{Authority, next_check};
+use crate::bus::{self, Admin, BUS_NAME, Callers, Identity, OBJECT_PATH, Shared};
+use crate::sys;
+use config::Config;
+
+/// Operational logs: journald under `proxyuserd` when it runs, else stderr.
+/// `PROXYUSERD_LOG` sets the level (error, warn, info, debug, trace; default info).
+pub fn init_logging() {
+    let level = std::env::var("PROXYUSERD_LOG")
+        .ok()
+        .and_then(|l| l.parse::<LevelFilter>().ok())
+        .unwrap_or(LevelFilter::INFO);
+    let journald = std::path::Path::new(journal::SOCKET)
+        .exists()
+        .then(|| tracing_journald::layer().ok())
+        .flatten()
+        .map(|layer| layer.with_syslog_identifier("proxyuserd".into()));
+    let stderr = journald.is_none().then(|| {
+        tracing_subscriber::fmt::layer()
+            .with_writer(std::io::stderr)
+            .without_time()
+            .with_target(false)
+    });
+    tracing_subscriber::registry()
+        .with(journald.with_filter(level))
+        .with(stderr.with_filter(level))
+        .init();
+}
+
+/// Runs the daemon until SIGTERM or SIGINT.
+pub async fn run(config: Config) -> Result<(), String> {
+    sys::ignore_sigxfsz();
+    std::fs::create_dir_all(&config.state_dir).map_err(|e| {
+        format!(
+            "cannot create state directory {}: {e}",
+            config.state_dir.display()
+        )
+    })?;
+    let journal = Journal::connect(std::path::Path::new(journal::SOCKET));
+    if journal.is_none() {
+        tracing::warn!(
+            "no journal at {}: audit records go to the store only",
+            journal::SOCKET
+        );
+    }
+    let (authority, notices) =
+        tokio::task::spawn_blocking(move || Authority::open(config, journal))
+            .await
+            .map_err(|e| e.to_string())??;
+    let callers = Arc::new(Callers::new(authority.clone()));
+    let shared = Shared {
+        authority: authority.clone(),
+        callers: callers.clone(),
+    };
+
+    // Every object is served before the name is requested, so a client that sees the
+    // name finds the whole API.
+    let connection = Builder::system()
+        .serve_at(OBJECT_PATH, Identity(shared.clone()))
+        .serve_at(OBJECT_PATH, Admin(shared.clone()))
+        .name(BUS_NAME)
+        .build()
+        .await
+        .map_err(|e| format!("cannot serve {BUS_NAME} on the system bus: {e}"))?;
+    tokio::spawn(bus::forward_notices(connection.clone(), notices));
+    tokio::spawn(callers.clone().forget_departed(connection.clone()));
+    tokio::spawn(watch_expiry(authority.clone()));
+    tracing::info!(
+        "proxyuserd {} serving {BUS_NAME}, rules generation {}",
+        env!("CARGO_PKG_VERSION"),
+        authority.generation()
+    );
+
+    let mut hangup = signal(SignalKind::hangup()).map_err(|e| e.to_string())?;
+    let mut terminate = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
+    let mut interrupt = signal(SignalKind::interrupt()).map_err(|e| e.to_string())?;
+    loop {
+        tokio::select! {
+            _ = hangup.recv() => {
+                let authority = authority.clone();
+                match tokio::task::spawn_blocking(move || authority.reload(None)).await {
+                    Ok(Ok(generation)) => {
+                        callers.forget_all();
+                        tracing::info!("SIGHUP: rules reloaded, generation {generation}");
+                    }
+                    Ok(Err(err)) => tracing::error!("SIGHUP: rules not reloaded, the old rules stay: {err}"),
+                    Err(err) => tracing::error!("SIGHUP: reload failed: {err}"),
+                }
+            }
+            _ = terminate.recv() => break,
+            _ = interrupt.recv() => break,
+        }
+    }
+
+    tracing::info!("stopping");
+    // Stop new calls from arriving, then let calls in progress finish their writes.
+    let _ = connection.release_name(BUS_NAME).await;
+    let authority_for_flush = authority.clone();
+    tokio::task::spawn_blocking(move || authority_for_flush.flush())
+        .await
+        .map_err(|e| e.to_string())??;
+    connection.graceful_shutdown().await;
+    Ok(())
+}
+
+/// Revokes associations when a rule expires, and periodically rechecks them against
+/// NSS (an account deleted, a group membership gone).
+async fn watch_expiry(authority: Arc<Authority>) {
+    loop {
+        let changed = authority.rules_changed();
+        tokio::pin!(changed);
+        changed.as_mut().enable();
+        let now = sys::now_micros();
+        let wait = Duration::from_micros((next_check(&authority, now) - now).max(0) as u64);
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {
+                let authority = authority.clone();
+                match tokio::task::spawn_blocking(move || authority.sweep()).await {
+                    Ok(Err(err)) => tracing::error!("revalidating associations failed: {err}"),
+                    Err(err) => tracing::error!("revalidating associations failed: {err}"),
+                    Ok(Ok(_)) => {}
+                }
+            }
+            _ = &mut changed => {}
+        }
+    }
+}
+
+/// Command line of `proxyuserd`.
+#[derive(clap::Parser, Debug)]
+#[command(
+    name = "proxyuserd",
+    version,
+    about = "The proxy user authority (a system D-Bus service)"
+)]
+pub struct Args {
+    /// Configuration file; a missing file means safe defaults.
+    #[arg(long, value_name = "PATH", default_value = config::DEFAULT_PATH)]
+    pub config: PathBuf,
+}
+
+/// `proxyuserd`'s main.
+pub fn main() -> std::process::ExitCode {
+    use clap::Parser;
+    let args = Args::parse();
+    init_logging();
+    let config = match Config::load(&args.config) {
+        Ok(config) => config,
+        Err(err) => {
+            tracing::error!("{err}");
+            eprintln!("proxyuserd: {err}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("proxyuserd: cannot start the runtime: {err}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(config)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(err) => {
+            tracing::error!("{err}");
+            eprintln!("proxyuserd: {err}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

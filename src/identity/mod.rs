@@ -1,0 +1,265 @@
+//! Who users are: name validation, NSS lookups (so LDAP/SSSD accounts work) and the
+//! callers on the other end of the bus.
+
+pub mod name;
+
+use std::collections::HashMap;
+use std::ffi::CString;
+use std::fmt;
+use std::io;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use nix::unistd::{Gid, Group, Uid, User, getgrouplist};
+
+use crate::policy::Subject;
+use crate::sys;
+
+/// A system account as NSS reports it, with every group it is in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Account {
+    pub name: String,
+    pub uid: u32,
+    pub gid: u32,
+    pub home: PathBuf,
+    pub shell: PathBuf,
+    /// Every group id, primary first, as `getgrouplist` gives them.
+    pub gids: Vec<u32>,
+    /// The names of `gids` that have a name.
+    pub groups: Vec<String>,
+}
+
+impl Account {
+    pub fn subject(&self) -> Subject<'_> {
+        Subject {
+            name: &self.name,
+            groups: &self.groups,
+            uid: Some(self.uid),
+        }
+    }
+}
+
+/// A failed NSS lookup (not "no such user": that is `Ok(None)`).
+#[derive(Debug)]
+pub struct LookupError {
+    pub what: String,
+    pub source: io::Error,
+}
+
+impl fmt::Display for LookupError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "user database lookup of {} failed: {}",
+            self.what, self.source
+        )
+    }
+}
+
+impl std::error::Error for LookupError {}
+
+fn lookup_error(what: impl Into<String>, err: nix::Error) -> LookupError {
+    LookupError {
+        what: what.into(),
+        source: io::Error::from(err),
+    }
+}
+
+type Entry<T> = (Instant, T);
+
+/// NSS lookups behind a short-lived cache, so a hot path (every `Resolve`) does not
+/// reread `/etc/passwd` or ask SSSD each time. `ttl` zero disables the cache.
+pub struct Directory {
+    ttl: Duration,
+    by_name: Mutex<HashMap<String, Entry<Option<Arc<Account>>>>>,
+}
+
+/// Bound on cached entries; past it the cache starts over rather than grow without end.
+const CACHE_LIMIT: usize = 16_384;
+
+impl Directory {
+    pub fn new(ttl: Duration) -> Self {
+        Directory {
+            ttl,
+            by_name: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The account named `name`, `None` if there is none.
+    pub fn user(&self, name: &str) -> Result<Option<Arc<Account>>, LookupError> {
+        if !self.ttl.is_zero() {
+            let cache = self.by_name.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some((at, hit)) = cache.get(name)
+                && at.elapsed() < self.ttl
+            {
+                return Ok(hit.clone());
+            }
+        }
+        let found = match User::from_name(name).map_err(|e| lookup_error(name, e))? {
+            Some(user) => Some(Arc::new(account(user)?)),
+            None => None,
+        };
+        if !self.ttl.is_zero() {
+            let mut cache = self.by_name.lock().unwrap_or_else(|e| e.into_inner());
+            if cache.len() >= CACHE_LIMIT {
+                cache.clear();
+            }
+            cache.insert(name.to_string(), (Instant::now(), found.clone()));
+        }
+        Ok(found)
+    }
+
+    /// The account with uid `uid` (not cached: used once per bus connection).
+    pub fn user_by_uid(&self, uid: u32) -> Result<Option<Account>, LookupError> {
+        match User::from_uid(Uid::from_raw(uid))
+            .map_err(|e| lookup_error(format!("uid {uid}"), e))?
+        {
+            Some(user) => Ok(Some(account(user)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// The user names in group `group`: its member list plus the accounts whose primary
+    /// group it is.
+    pub fn group_members(&self, group: &str) -> Result<Vec<String>, LookupError> {
+        let Some(entry) = Group::from_name(group).map_err(|e| lookup_error(group, e))? else {
+            return Ok(Vec::new());
+        };
+        let mut members = entry.mem;
+        members.extend(sys::users_with_primary_gid(entry.gid.as_raw()));
+        members.sort();
+        members.dedup();
+        Ok(members)
+    }
+
+    /// Forgets every cached lookup (on reload, so an admin can make NSS changes count now).
+    pub fn forget(&self) {
+        self.by_name
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
+    }
+}
+
+fn account(user: User) -> Result<Account, LookupError> {
+    let cname = CString::new(user.name.as_bytes()).map_err(|_| LookupError {
+        what: user.name.clone(),
+        source: io::Error::new(io::ErrorKind::InvalidData, "NUL in user name"),
+    })?;
+    let gids = getgrouplist(&cname, user.gid).map_err(|e| lookup_error(&user.name, e))?;
+    let mut groups = Vec::with_capacity(gids.len());
+    for gid in &gids {
+        if let Some(group) =
+            Group::from_gid(*gid).map_err(|e| lookup_error(format!("gid {gid}"), e))?
+        {
+            groups.push(group.name);
+        }
+    }
+    Ok(Account {
+        name: user.name,
+        uid: user.uid.as_raw(),
+        gid: user.gid.as_raw(),
+        home: user.dir,
+        shell: user.shell,
+        gids: gids.into_iter().map(Gid::as_raw).collect(),
+        groups,
+    })
+}
+
+/// The unix user on the other end of a bus connection, as the bus reported it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    pub uid: u32,
+    pub pid: u32,
+    /// The account name of `uid`, if it has one.
+    pub name: Option<String>,
+    /// uid 0 or a member of the admin group.
+    pub admin: bool,
+    /// Listed in `trusted_callers`: may act for any login (a gateway for its web users).
+    pub trusted: bool,
+}
+
+impl Caller {
+    /// Builds the caller from its credentials, deciding admin and trusted status once.
+    pub fn new(
+        uid: u32,
+        pid: u32,
+        account: Option<&Account>,
+        admin_group: Option<&str>,
+        trusted: &[String],
+    ) -> Self {
+        let name = account.map(|a| a.name.clone());
+        let in_admin_group = match (account, admin_group) {
+            (Some(a), Some(group)) => a.groups.iter().any(|g| g == group),
+            _ => false,
+        };
+        Caller {
+            uid,
+            pid,
+            trusted: name.as_ref().is_some_and(|n| trusted.contains(n)),
+            admin: uid == 0 || in_admin_group,
+            name,
+        }
+    }
+
+    /// Self-service, a trusted caller, or an admin (DESIGN §2).
+    pub fn may_act_for(&self, login: &str) -> bool {
+        self.admin || self.trusted || self.name.as_deref() == Some(login)
+    }
+}
+
+impl fmt::Display for Caller {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.name {
+            Some(name) => write!(f, "{name} (uid {}, pid {})", self.uid, self.pid),
+            None => write!(f, "uid {} (pid {})", self.uid, self.pid),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn account(name: &str, groups: &[&str]) -> Account {
+        Account {
+            name: name.into(),
+            uid: 1000,
+            gid: 1000,
+            home: "/home/x".into(),
+            shell: "/bin/sh".into(),
+            gids: vec![1000],
+            groups: groups.iter().map(|g| g.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn caller_may_act_for_itself_only_unless_trusted_or_admin() {
+        let alice = account("alice", &["alice"]);
+        let caller = Caller::new(1000, 1, Some(&alice), Some("wheel"), &[]);
+        assert!(caller.may_act_for("alice"));
+        assert!(!caller.may_act_for("bob"));
+        assert!(!caller.admin);
+
+        let gateway = account("gw", &["gw"]);
+        let caller = Caller::new(1001, 1, Some(&gateway), None, &["gw".to_string()]);
+        assert!(caller.trusted && caller.may_act_for("anyone"));
+
+        let admin = account("adm", &["adm", "wheel"]);
+        assert!(Caller::new(1002, 1, Some(&admin), Some("wheel"), &[]).admin);
+        assert!(Caller::new(0, 1, None, None, &[]).admin);
+        let ghost = Caller::new(4242, 1, None, Some("wheel"), &[]);
+        assert!(!ghost.may_act_for("4242") && !ghost.admin);
+    }
+
+    #[test]
+    fn root_is_found_through_nss() {
+        let dir = Directory::new(Duration::from_secs(5));
+        let root = dir.user("root").unwrap().unwrap();
+        assert_eq!((root.uid, root.gid), (0, 0));
+        assert!(root.groups.contains(&"root".to_string()));
+        assert_eq!(dir.user("no-such-user-here").unwrap(), None);
+        assert_eq!(dir.user_by_uid(0).unwrap().unwrap().name, "root");
+    }
+}

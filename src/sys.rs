@@ -1,0 +1,60 @@
+//! The thin layer over libc calls that nix does not wrap. Every `unsafe` block of the
+//! crate outside job spawning lives here, each with the reason it holds.
+
+use std::ffi::CStr;
+use std::sync::Mutex;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use crate::policy::Micros;
+
+/// Wall-clock microseconds since the Unix epoch.
+pub fn now_micros() -> Micros {
+    let since = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    i64::try_from(since.as_micros()).unwrap_or(i64::MAX)
+}
+
+/// `getpwent` walks process-global state; this lock makes the walk exclusive.
+static PASSWD_WALK: Mutex<()> = Mutex::new(());
+
+/// The names of all accounts whose primary group is `gid`. Directory services may not
+/// enumerate (SSSD's default); then only local accounts are found.
+pub fn users_with_primary_gid(gid: u32) -> Vec<String> {
+    let _walk = PASSWD_WALK.lock().unwrap_or_else(|e| e.into_inner());
+    let mut names = Vec::new();
+    // SAFETY: setpwent/getpwent/endpwent touch process-global state, which the lock above
+    // serializes within this process; no other code here calls them. Each returned entry
+    // is read (name copied out) before the next getpwent call invalidates it.
+    unsafe {
+        libc::setpwent();
+        loop {
+            let entry = libc::getpwent();
+            if entry.is_null() {
+                break;
+            }
+            if (*entry).pw_gid == gid && !(*entry).pw_name.is_null() {
+                names.push(
+                    CStr::from_ptr((*entry).pw_name)
+                        .to_string_lossy()
+                        .into_owned(),
+                );
+            }
+        }
+        libc::endpwent();
+    }
+    names
+}
+
+/// With RLIMIT_FSIZE reached, writes should fail with EFBIG (and be refused as
+/// `AuditUnavailable`) instead of SIGXFSZ killing the daemon.
+pub fn ignore_sigxfsz() {
+    // SAFETY: installing SIG_IGN runs no handler code, so it cannot violate
+    // async-signal-safety; it is done once at start.
+    let _ = unsafe {
+        nix::sys::signal::signal(
+            nix::sys::signal::Signal::SIGXFSZ,
+            nix::sys::signal::SigHandler::SigIgn,
+        )
+    };
+}
