@@ -334,7 +334,7 @@ impl Ledger {
     /// Records from `since` (inclusive), at most `max`.
     pub fn read(store: &Store, since: u64, max: usize) -> Result<Vec<Record>, StoreError> {
         store
-            .scan::<Record>(Tree::Audit, &since.to_be_bytes())
+            .scan::<Record>(Tree::Audit, &since.to_be_bytes())?
             .take(max)
             .map(|r| r.map(|(_, record)| record))
             .collect()

@@ -55,7 +55,10 @@ pub enum Error {
 impl From<StoreError> for Error {
     fn from(err: StoreError) -> Self {
         tracing::error!("{err}");
-        Error::Failed(err.to_string())
+        match err {
+            StoreError::Failed => Error::AuditUnavailable(err.to_string()),
+            _ => Error::Failed(err.to_string()),
+        }
     }
 }
 
@@ -140,6 +143,12 @@ impl Authority {
             self.config.admin_group.as_deref(),
             &self.config.trusted_callers,
         ))
+    }
+
+    /// True once the store refuses all use (a failed write could not be undone); the
+    /// daemon then exits so that it is restarted with the state that is on disk.
+    pub fn store_failed(&self) -> bool {
+        self.store.failed()
     }
 
     /// Flushes the store (at shutdown).

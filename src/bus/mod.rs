@@ -71,6 +71,9 @@ impl DBusError for BusError {
 pub struct Shared {
     pub authority: Arc<Authority>,
     pub callers: Arc<Callers>,
+    /// Held shared by every call in progress; shutdown takes it exclusively to wait for
+    /// them (the lock is fair, so calls arriving after that wait until the process ends).
+    pub in_flight: Arc<tokio::sync::RwLock<()>>,
 }
 
 impl Shared {
@@ -86,6 +89,7 @@ impl Shared {
         T: Send + 'static,
         F: FnOnce(&Authority, &Caller) -> Result<T, Error> + Send + 'static,
     {
+        let _in_flight = self.in_flight.read().await;
         let caller = self.callers.get(connection, header).await?;
         let authority = self.authority.clone();
         tokio::task::spawn_blocking(move || op(&authority, &caller))

@@ -62,9 +62,11 @@ pub async fn run(config: Config) -> Result<(), String> {
             .await
             .map_err(|e| e.to_string())??;
     let callers = Arc::new(Callers::new(authority.clone()));
+    let in_flight = Arc::new(tokio::sync::RwLock::new(()));
     let shared = Shared {
         authority: authority.clone(),
         callers: callers.clone(),
+        in_flight: in_flight.clone(),
     };
 
     // Every object is served before the name is requested, so a client that sees the
@@ -88,8 +90,15 @@ pub async fn run(config: Config) -> Result<(), String> {
     let mut hangup = signal(SignalKind::hangup()).map_err(|e| e.to_string())?;
     let mut terminate = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
     let mut interrupt = signal(SignalKind::interrupt()).map_err(|e| e.to_string())?;
+    let mut health = tokio::time::interval(Duration::from_secs(1));
     loop {
         tokio::select! {
+            _ = health.tick() => {
+                if authority.store_failed() {
+                    return Err("the state store failed (memory may be ahead of the disk): exiting so that \
+                                a restart reopens it with what is on disk".into());
+                }
+            }
             _ = hangup.recv() => {
                 let authority = authority.clone();
                 match tokio::task::spawn_blocking(move || authority.reload(None)).await {
@@ -109,13 +118,21 @@ pub async fn run(config: Config) -> Result<(), String> {
     tracing::info!("stopping");
     // Stop new calls from arriving, then let calls in progress finish their writes.
     let _ = connection.release_name(BUS_NAME).await;
-    let authority_for_flush = authority.clone();
-    tokio::task::spawn_blocking(move || authority_for_flush.flush())
+    if tokio::time::timeout(SHUTDOWN_GRACE, in_flight.write())
+        .await
+        .is_err()
+    {
+        tracing::warn!("calls still running after {SHUTDOWN_GRACE:?}, stopping anyway");
+    }
+    tokio::task::spawn_blocking(move || authority.flush())
         .await
         .map_err(|e| e.to_string())??;
-    connection.graceful_shutdown().await;
+    tracing::info!("stopped");
     Ok(())
 }
+
+/// How long shutdown waits for calls in progress.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
 
 /// Revokes associations when a rule expires, and periodically rechecks them against
 /// NSS (an account deleted, a group membership gone).
@@ -176,7 +193,10 @@ pub fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(config)) {
+    let result = runtime.block_on(run(config));
+    // Background tasks (signal forwarding, timers) end with the runtime.
+    runtime.shutdown_timeout(Duration::from_secs(2));
+    match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(err) => {
             tracing::error!("{err}");

@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -43,6 +44,9 @@ const TREES: [(Tree, &str); 6] = [
 pub enum StoreError {
     /// The database could not be opened, read or written.
     Io(String),
+    /// A change that did not reach the disk could not be undone in memory either, so
+    /// memory may be ahead of the disk: the store refuses all use until reopened.
+    Failed,
     /// A record on disk does not decode.
     Corrupt {
         tree: &'static str,
@@ -55,6 +59,10 @@ impl fmt::Display for StoreError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             StoreError::Io(why) => write!(f, "state store: {why}"),
+            StoreError::Failed => write!(
+                f,
+                "state store: a write failed and could not be undone; proxyuserd must be restarted"
+            ),
             StoreError::Corrupt { tree, key, why } => {
                 write!(
                     f,
@@ -130,6 +138,7 @@ const LIVE_COUNTER_KEY: &[u8] = b"live-rule-counter";
 pub struct Store {
     db: sled::Db,
     trees: Vec<sled::Tree>,
+    failed: AtomicBool,
 }
 
 impl Store {
@@ -144,11 +153,23 @@ impl Store {
             .iter()
             .map(|(_, name)| db.open_tree(name))
             .collect::<Result<_, _>>()?;
-        Ok(Store { db, trees })
+        Ok(Store {
+            db,
+            trees,
+            failed: AtomicBool::new(false),
+        })
     }
 
-    fn tree(&self, tree: Tree) -> &sled::Tree {
-        &self.trees[tree as usize]
+    /// True once a failed write could not be undone (see [`StoreError::Failed`]).
+    pub fn failed(&self) -> bool {
+        self.failed.load(Ordering::Acquire)
+    }
+
+    fn tree(&self, tree: Tree) -> Result<&sled::Tree, StoreError> {
+        if self.failed() {
+            return Err(StoreError::Failed);
+        }
+        Ok(&self.trees[tree as usize])
     }
 
     fn decode<T: DeserializeOwned>(tree: Tree, key: &[u8], value: &[u8]) -> Result<T, StoreError> {
@@ -165,7 +186,7 @@ impl Store {
         tree: Tree,
         key: &[u8],
     ) -> Result<Option<T>, StoreError> {
-        match self.tree(tree).get(key)? {
+        match self.tree(tree)?.get(key)? {
             Some(value) => Self::decode(tree, key, &value).map(Some),
             None => Ok(None),
         }
@@ -176,11 +197,11 @@ impl Store {
         &self,
         tree: Tree,
         from: &[u8],
-    ) -> impl Iterator<Item = Result<(Vec<u8>, T), StoreError>> + '_ {
-        self.tree(tree).range(from.to_vec()..).map(move |item| {
+    ) -> Result<impl Iterator<Item = Result<(Vec<u8>, T), StoreError>> + '_, StoreError> {
+        Ok(self.tree(tree)?.range(from.to_vec()..).map(move |item| {
             let (key, value) = item?;
             Ok((key.to_vec(), Self::decode(tree, &key, &value)?))
-        })
+        }))
     }
 
     /// The record with the greatest key in `tree`.
@@ -188,7 +209,7 @@ impl Store {
         &self,
         tree: Tree,
     ) -> Result<Option<(Vec<u8>, T)>, StoreError> {
-        match self.tree(tree).last()? {
+        match self.tree(tree)?.last()? {
             Some((key, value)) => Ok(Some((key.to_vec(), Self::decode(tree, &key, &value)?))),
             None => Ok(None),
         }
@@ -199,13 +220,13 @@ impl Store {
     }
 
     pub fn associations(&self) -> Result<Vec<(String, Association)>, StoreError> {
-        self.scan(Tree::Associations, b"")
+        self.scan(Tree::Associations, b"")?
             .map(|r| r.map(|(k, v)| (String::from_utf8_lossy(&k).into_owned(), v)))
             .collect()
     }
 
     pub fn live_rules(&self) -> Result<Vec<(String, String)>, StoreError> {
-        self.scan(Tree::Rules, b"")
+        self.scan(Tree::Rules, b"")?
             .map(|r| r.map(|(k, v)| (String::from_utf8_lossy(&k).into_owned(), v)))
             .collect()
     }
@@ -230,6 +251,9 @@ impl Store {
     /// Applies `writes` atomically and flushes them to disk. If the flush fails the
     /// writes are undone in memory as well, so nobody sees a change that is not durable.
     pub fn commit(&self, writes: &[Write]) -> Result<(), StoreError> {
+        if self.failed() {
+            return Err(StoreError::Failed);
+        }
         let trees: Vec<&sled::Tree> = self.trees.iter().collect();
         let previous = trees
             .as_slice()
@@ -251,7 +275,7 @@ impl Store {
             })?;
         if let Err(err) = self.db.flush() {
             let undo = writes.iter().zip(previous).rev().try_for_each(|(w, old)| {
-                let t = self.tree(w.tree);
+                let t = &self.trees[w.tree as usize];
                 match old {
                     Some(v) => t.insert(w.key.as_slice(), v).map(drop),
                     None => t.remove(w.key.as_slice()).map(drop),
@@ -259,6 +283,7 @@ impl Store {
             });
             if let Err(undo) = undo {
                 tracing::error!("cannot undo a change that did not reach the disk: {undo}");
+                self.failed.store(true, Ordering::Release);
             }
             return Err(StoreError::Io(format!("flush to disk failed: {err}")));
         }
@@ -322,6 +347,7 @@ mod tests {
         let store = Store::open(&dir).unwrap();
         store
             .tree(Tree::Associations)
+            .unwrap()
             .insert("alice", b"{not json".to_vec())
             .unwrap();
         let err = store.association("alice").unwrap_err().to_string();

@@ -1,0 +1,257 @@
+//! The audit log: one record per operation, a verifiable hash chain, the same records
+//! in journald, tamper detection, and fail-closed when the store cannot be written.
+
+mod common;
+
+use std::collections::BTreeMap;
+
+use common::*;
+
+type Record = BTreeMap<String, String>;
+
+/// Records appended by `op`.
+fn records_of(env: &Env, op: impl FnOnce()) -> Vec<Record> {
+    let before = env.audit().len();
+    op();
+    env.audit().split_off(before)
+}
+
+#[test]
+fn each_operation_leaves_exactly_one_record_with_both_identities() {
+    let env = Env::start("audit1");
+    let (alice_uid, _) = ids(ALICE);
+
+    let r = records_of(&env, || {
+        env.ctl_ok(ALICE, &["proxy", "set", ETL]);
+    });
+    assert_eq!(r.len(), 1, "{r:?}");
+    assert_eq!(r[0]["event"], "proxy-set");
+    assert_eq!(
+        (
+            r[0]["login"].as_str(),
+            r[0]["proxy"].as_str(),
+            r[0]["effective"].as_str()
+        ),
+        (ALICE, ETL, ETL)
+    );
+    assert_eq!(r[0]["caller_uid"], alice_uid.to_string());
+    assert!(r[0]["caller_pid"].parse::<u32>().unwrap() > 1);
+    assert_eq!(r[0]["rule"], "10-base.toml#1");
+
+    let r = records_of(&env, || {
+        env.ctl_ok(GATEWAY, &["proxy", "set", "--login", ALICE, REPORT]);
+    });
+    assert_eq!(r.len(), 1);
+    assert_eq!(
+        (
+            r[0]["event"].as_str(),
+            r[0]["proxy"].as_str(),
+            r[0]["previous"].as_str()
+        ),
+        ("proxy-set", REPORT, ETL)
+    );
+    assert_eq!(
+        r[0]["caller"], GATEWAY,
+        "the acting caller is recorded, not the login"
+    );
+
+    let r = records_of(&env, || {
+        env.ctl_ok(ALICE, &["proxy", "clear"]);
+    });
+    assert_eq!(r.len(), 1);
+    assert_eq!(
+        (
+            r[0]["event"].as_str(),
+            r[0]["login"].as_str(),
+            r[0]["proxy"].as_str()
+        ),
+        ("proxy-cleared", ALICE, REPORT)
+    );
+
+    let r = records_of(&env, || {
+        env.ctl(CAROL, &["proxy", "set", ETL]);
+    });
+    assert_eq!(r.len(), 1);
+    assert_eq!(
+        (r[0]["event"].as_str(), r[0]["operation"].as_str()),
+        ("denied", "SetProxy")
+    );
+    assert_eq!(
+        (r[0]["login"].as_str(), r[0]["proxy"].as_str()),
+        (CAROL, ETL)
+    );
+    assert!(r[0]["reason"].contains("no rule allows it"));
+
+    let mut id = String::new();
+    let r = records_of(&env, || {
+        id = env.add_rule("[[allow]]\nlogins = [\"pxt-carol\"]\nproxies = [\"pxt-etl\"]\n");
+    });
+    assert_eq!(r.len(), 1);
+    assert_eq!(
+        (r[0]["event"].as_str(), r[0]["rule"].as_str()),
+        ("rule-added", id.as_str())
+    );
+    assert_eq!(r[0]["caller_uid"], "0");
+
+    env.ctl_ok(CAROL, &["proxy", "set", ETL]);
+    let r = records_of(&env, || {
+        env.ctl_ok(ROOT, &["rules", "remove", &id]);
+    });
+    let events: Vec<&str> = r.iter().map(|r| r["event"].as_str()).collect();
+    assert_eq!(
+        events,
+        ["rule-removed", "proxy-revoked"],
+        "the revocation is its own record"
+    );
+    assert_eq!(
+        (r[1]["login"].as_str(), r[1]["proxy"].as_str()),
+        (CAROL, ETL)
+    );
+
+    let r = records_of(&env, || {
+        env.ctl_ok(ADMIN, &["rules", "reload"]);
+    });
+    assert_eq!(r.len(), 1);
+    assert_eq!(
+        (r[0]["event"].as_str(), r[0]["trigger"].as_str()),
+        ("rules-reload", "Reload")
+    );
+
+    // Reads leave no record.
+    let r = records_of(&env, || {
+        env.ctl_ok(ALICE, &["resolve"]);
+        env.ctl_ok(ALICE, &["proxy", "list"]);
+        env.ctl(ALICE, &["check", ALICE, ETL]);
+    });
+    assert!(r.is_empty(), "{r:?}");
+
+    let verify = env.ctl(ROOT, &["audit", "--verify"]);
+    assert!(
+        verify.ok() && verify.stdout.starts_with("audit chain intact"),
+        "{}",
+        verify.stdout
+    );
+}
+
+#[test]
+fn the_journal_has_the_same_records_by_their_fields() {
+    let env = Env::start("journal");
+    env.ctl_ok(ALICE, &["proxy", "set", ETL]);
+    env.ctl(ALICE, &["proxy", "set", "--login", BOB, ETL]);
+    let records = env.audit();
+    assert_eq!(records.len(), 3);
+    for record in &records {
+        let seq = record["seq"].as_str();
+        let found = env.journal_audit(&[("PROXYUSERD_SEQ", seq)], 1);
+        assert_eq!(found.len(), 1, "record {seq} in the journal: {found:?}");
+        let entry = &found[0];
+        for (key, value) in record {
+            let field = format!("PROXYUSERD_{}", key.to_uppercase());
+            assert_eq!(
+                entry[&field].as_str(),
+                Some(value.as_str()),
+                "{field} of record {seq}"
+            );
+        }
+    }
+    let set = env.journal_audit(
+        &[
+            ("PROXYUSERD_EVENT", "proxy-set"),
+            ("PROXYUSERD_LOGIN", ALICE),
+            ("PROXYUSERD_PROXY", ETL),
+        ],
+        1,
+    );
+    assert_eq!(set.len(), 1);
+    assert_eq!(
+        set[0]["MESSAGE"],
+        "pxt-alice now proxies to pxt-etl by pxt-alice"
+    );
+    assert_eq!(set[0]["PRIORITY"], "5");
+    let denied = env.journal_audit(&[("PROXYUSERD_EVENT", "denied")], 1);
+    assert_eq!(denied.len(), 1);
+    assert_eq!(denied[0]["PROXYUSERD_CALLER_UID"], ids(ALICE).0.to_string());
+    assert_eq!(denied[0]["PROXYUSERD_LOGIN"], BOB);
+    assert_eq!(denied[0]["PRIORITY"], "4");
+    // One MESSAGE_ID per event kind.
+    assert_ne!(set[0]["MESSAGE_ID"], denied[0]["MESSAGE_ID"]);
+    assert_eq!(set[0]["MESSAGE_ID"].as_str().unwrap().len(), 32);
+}
+
+#[test]
+fn a_record_altered_on_disk_is_found_by_verify() {
+    let mut env = Env::start("tamper");
+    env.ctl_ok(ALICE, &["proxy", "set", ETL]);
+    env.ctl_ok(BOB, &["proxy", "set", ETL]);
+    env.ctl_ok(ALICE, &["proxy", "clear"]);
+    assert!(env.ctl(ROOT, &["audit", "--verify"]).ok());
+    assert_eq!(env.stop_daemon(), 0);
+
+    // Someone with access to the state directory rewrites who record 3 was about.
+    {
+        let db = sled::open(env.state_dir().join("db")).unwrap();
+        let audit = db.open_tree("audit").unwrap();
+        let key = 3u64.to_be_bytes();
+        let mut record: Record = serde_json::from_slice(&audit.get(key).unwrap().unwrap()).unwrap();
+        assert_eq!(record["login"], BOB);
+        record.insert("login".into(), MALLORY.into());
+        audit
+            .insert(key, serde_json::to_vec(&record).unwrap())
+            .unwrap();
+        db.flush().unwrap();
+    }
+    env.start_daemon();
+    let verify = env.ctl(ROOT, &["audit", "--verify"]);
+    assert_eq!(verify.code, 1, "{}", verify.stdout);
+    assert_eq!(
+        verify.stdout.trim(),
+        "audit chain broken at record 3: its content does not match its hash"
+    );
+    let json = env.ctl(ROOT, &["--json", "audit", "--verify"]);
+    let json: serde_json::Value = serde_json::from_str(&json.stdout).unwrap();
+    assert_eq!(json["broken_at"], 3);
+}
+
+#[test]
+fn when_the_audit_store_cannot_be_written_nothing_happens() {
+    let mut env = Env::start("failclosed");
+    env.ctl_ok(ALICE, &["proxy", "set", ETL]);
+    let records = env.audit().len();
+
+    // Every write of the daemon that grows a file now fails (EFBIG): the store cannot
+    // take the audit record, so the operation must be refused and have no effect.
+    let pid = env.daemon_pid().to_string();
+    let limit = std::process::Command::new("prlimit")
+        .args(["--pid", &pid, "--fsize=1:unlimited"])
+        .status()
+        .unwrap();
+    assert!(limit.success());
+    let err = env.ctl_err(
+        BOB,
+        &["proxy", "set", ETL],
+        "org.proxyuserd1.Error.AuditUnavailable",
+    );
+    assert!(
+        err.contains("the audit log cannot be written, so nothing was done"),
+        "{err}"
+    );
+
+    // The daemon refuses everything until it is restarted on what is on disk; it exits
+    // by itself so that systemd restarts it.
+    assert_ne!(env.wait_daemon_exit(), 0);
+    env.start_daemon();
+    assert_eq!(
+        env.resolve(BOB).1,
+        "",
+        "the refused SetProxy left no association"
+    );
+    assert_eq!(env.resolve(ALICE).0, ETL, "earlier state is intact");
+    assert_eq!(
+        env.audit().len(),
+        records,
+        "no record of the refused operation"
+    );
+    assert!(env.ctl(ROOT, &["audit", "--verify"]).ok());
+    // And it works again.
+    env.ctl_ok(BOB, &["proxy", "set", ETL]);
+}

@@ -1,0 +1,291 @@
+//! Rule changes: file reloads (SIGHUP and Admin.Reload), live rules, expiry, and the
+//! revocation of associations the new rules no longer allow.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use nix::sys::signal::Signal as Sig;
+
+const INVALID_RULES: &str = "org.proxyuserd1.Error.InvalidRules";
+const NOT_ALLOWED: &str = "org.proxyuserd1.Error.NotAllowed";
+
+fn generation(env: &Env) -> u64 {
+    env.ctl_json(ROOT, &["status"])["rules_generation"]
+        .as_u64()
+        .unwrap()
+}
+
+fn allowed(env: &Env, login: &str, proxy: &str) -> bool {
+    let out = env.ctl(ROOT, &["--json", "check", login, proxy]);
+    serde_json::from_str::<serde_json::Value>(&out.stdout).unwrap()["allowed"]
+        .as_bool()
+        .unwrap()
+}
+
+const CAROL_TO_ETL: &str = "[[allow]]\nlogins = [\"pxt-carol\"]\nproxies = [\"pxt-etl\"]\n";
+
+#[test]
+fn file_edits_take_effect_on_sighup_and_on_reload() {
+    let mut env = Env::start("reload");
+    let mut signals = env.signals();
+    let g0 = generation(&env);
+    assert!(!allowed(&env, CAROL, ETL));
+
+    env.write_rules("20-carol.toml", CAROL_TO_ETL);
+    env.signal(Sig::SIGHUP);
+    eventually("SIGHUP reload", || allowed(&env, CAROL, ETL));
+    let g1 = generation(&env);
+    assert!(g1 > g0);
+    signals.expect("RulesChanged", &[&g1.to_string()]);
+
+    // Admin.Reload answers with the new generation.
+    env.remove_rules("20-carol.toml");
+    let out = env.ctl_json(ADMIN, &["rules", "reload"]);
+    let g2 = out["generation"].as_u64().unwrap();
+    assert!(g2 > g1);
+    assert_eq!(generation(&env), g2);
+    // A deleted rule is really gone (reload replaces, never merges).
+    assert!(!allowed(&env, CAROL, ETL));
+    let rules = env.ctl_json(ROOT, &["rules", "list"]);
+    assert!(
+        rules
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| !r["source"].as_str().unwrap().contains("20-carol"))
+    );
+
+    // The generation survives a restart.
+    env.restart();
+    assert_eq!(generation(&env), g2);
+}
+
+#[test]
+fn an_invalid_file_is_refused_with_its_location_and_the_old_rules_stay() {
+    let env = Env::start("invalid");
+    env.ctl_ok(ALICE, &["proxy", "set", ETL]);
+    let g0 = generation(&env);
+
+    env.write_rules(
+        "20-bad.toml",
+        "[[allow]]\nlogins = [\"pxt-carol\"]\nproxies = [\"pxt etl\"]\n",
+    );
+    let err = env.ctl_err(ROOT, &["rules", "reload"], INVALID_RULES);
+    let path = env.rules_dir().join("20-bad.toml");
+    assert!(
+        err.contains(&format!(
+            "{}:3:12: invalid user name \"pxt etl\"",
+            path.display()
+        )),
+        "{err}"
+    );
+    // SIGHUP with the same file: refused too (logged), nothing changes.
+    env.signal(Sig::SIGHUP);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(generation(&env), g0);
+    assert!(allowed(&env, ALICE, ETL));
+    assert_eq!(
+        env.resolve(ALICE).0,
+        ETL,
+        "the association survived the failed reloads"
+    );
+
+    // A syntax error and a cross-file chaining error are located as well.
+    env.write_rules("20-bad.toml", "[[allow]\n");
+    let err = env.ctl_err(ROOT, &["rules", "reload"], INVALID_RULES);
+    assert!(err.contains(&format!("{}:1:", path.display())), "{err}");
+    env.write_rules(
+        "20-bad.toml",
+        "[[allow]]\nlogins = [\"pxt-etl\"]\nproxies = [\"pxt-carol\"]\n",
+    );
+    let err = env.ctl_err(ROOT, &["rules", "reload"], INVALID_RULES);
+    assert!(
+        err.contains(&format!("{}:2:11: pxt-etl is a proxy user", path.display())),
+        "{err}"
+    );
+    assert_eq!(generation(&env), g0);
+    assert!(
+        env.audit_events("rules-reload").len() == 1,
+        "failed reloads record nothing"
+    );
+}
+
+#[test]
+fn a_daemon_started_with_broken_files_serves_the_last_good_rules() {
+    let mut env = Env::start("bootbroken");
+    env.stop_daemon();
+    env.write_rules("10-base.toml", "this is not toml");
+    env.start_daemon();
+    assert!(allowed(&env, ALICE, ETL), "last good rules serve");
+    eventually("the journal says why", || {
+        let out = std::process::Command::new("journalctl")
+            .args(["-o", "cat", "--no-pager", "SYSLOG_IDENTIFIER=proxyuserd"])
+            .arg(format!("_PID={}", env.daemon_pid()))
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).contains("are not valid, serving the last good rules")
+    });
+}
+
+#[test]
+fn associations_that_lose_their_rule_are_revoked() {
+    let env = Env::start("revoke");
+    env.write_rules("20-carol.toml", CAROL_TO_ETL);
+    env.ctl_ok(ROOT, &["rules", "reload"]);
+    env.ctl_ok(CAROL, &["proxy", "set", ETL]);
+    env.ctl_ok(ALICE, &["proxy", "set", ETL]);
+    let mut signals = env.signals();
+
+    env.remove_rules("20-carol.toml");
+    env.ctl_ok(ROOT, &["rules", "reload"]);
+    signals.expect("ProxyChanged", &[CAROL, ETL, "revoked"]);
+    assert_eq!(env.resolve(CAROL), (CAROL.to_string(), String::new()));
+    assert_eq!(env.resolve(ALICE).0, ETL, "alice's rule is untouched");
+    let revoked = env.audit_events("proxy-revoked");
+    assert_eq!(revoked.len(), 1);
+    assert_eq!(revoked[0]["login"], CAROL);
+    assert_eq!(revoked[0]["proxy"], ETL);
+    assert!(revoked[0]["reason"].contains("no rule allows it"));
+    let unexpected: Vec<_> = signals
+        .drain(Duration::from_millis(200))
+        .into_iter()
+        .filter(|s| s.member == "ProxyChanged" && s.args[0] == ALICE)
+        .collect();
+    assert!(unexpected.is_empty(), "{unexpected:?}");
+}
+
+#[test]
+fn an_expired_rule_stops_allowing_without_a_reload() {
+    let env = Env::start("expiry");
+    let expires = std::time::SystemTime::now() + Duration::from_secs(3);
+    let secs = expires
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let (days, rest) = (secs / 86_400, secs % 86_400);
+    // 1970-01-01 + days, formatted by the daemon's own renderer would be circular;
+    // compute the civil date here.
+    let date = civil(days as i64);
+    let stamp = format!(
+        "{}T{:02}:{:02}:{:02}Z",
+        date,
+        rest / 3600,
+        rest % 3600 / 60,
+        rest % 60
+    );
+    env.write_rules(
+        "20-carol.toml",
+        &format!(
+            "[[allow]]\nlogins = [\"pxt-carol\"]\nproxies = [\"pxt-etl\"]\nexpires = {stamp}\n"
+        ),
+    );
+    env.ctl_ok(ROOT, &["rules", "reload"]);
+    let mut signals = env.signals();
+    env.ctl_ok(CAROL, &["proxy", "set", ETL]);
+    let g = generation(&env);
+
+    signals.expect("ProxyChanged", &[CAROL, ETL, "revoked"]);
+    assert!(std::time::SystemTime::now() >= expires - Duration::from_millis(1100));
+    assert!(!allowed(&env, CAROL, ETL));
+    assert_eq!(env.resolve(CAROL).0, CAROL);
+    env.ctl_err(CAROL, &["proxy", "set", ETL], NOT_ALLOWED);
+    assert_eq!(generation(&env), g, "no reload happened");
+}
+
+fn civil(days: i64) -> String {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02}")
+}
+
+#[test]
+fn live_rules_survive_restart_and_reload_and_removal_revokes() {
+    let mut env = Env::start("live");
+    let id = env.add_rule(CAROL_TO_ETL);
+    assert!(id.starts_with("live-"), "{id}");
+    env.ctl_ok(CAROL, &["proxy", "set", ETL]);
+
+    env.restart();
+    env.ctl_ok(ROOT, &["rules", "reload"]);
+    let rules = env.ctl_json(ROOT, &["rules", "list"]);
+    let live: Vec<_> = rules
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["source"] == "live")
+        .collect();
+    assert_eq!(live.len(), 1);
+    assert_eq!(live[0]["id"], id.as_str());
+    assert_eq!(
+        live[0]["rule"],
+        CAROL_TO_ETL.replace("=", " = ").replace("  ", " ")
+    );
+    assert_eq!(env.resolve(CAROL).0, ETL);
+
+    let mut signals = env.signals();
+    env.ctl_ok(ADMIN, &["rules", "remove", &id]);
+    signals.expect("ProxyChanged", &[CAROL, ETL, "revoked"]);
+    assert!(!allowed(&env, CAROL, ETL));
+    env.restart();
+    assert!(!allowed(&env, CAROL, ETL), "removal is durable");
+
+    // A live deny revokes at once too; ids are never reused.
+    env.ctl_ok(ALICE, &["proxy", "set", ETL]);
+    let deny = env.add_rule("[[deny]]\nlogins = [\"pxt-alice\"]\nproxies = [\"*\"]\n");
+    assert_ne!(deny, id);
+    signals.expect("ProxyChanged", &[ALICE, ETL, "revoked"]);
+
+    // Invalid live rules are refused with their location, and change nothing.
+    let out = env.ctl_input(
+        ROOT,
+        &["rules", "add", "-"],
+        "[[allow]]\nlogins = [\"pxt-carol\"]\nproxies = [\"root\"]\n",
+    );
+    assert_eq!(out.error_name(), Some(INVALID_RULES));
+    assert!(
+        out.stderr
+            .contains("rule:3:12: root can never be a proxy user"),
+        "{}",
+        out.stderr
+    );
+    let out = env.ctl_input(
+        ROOT,
+        &["rules", "add", "-"],
+        "[[allow]]\nlogins = [\"pxt-etl\"]\nproxies = [\"pxt-carol\"]\n",
+    );
+    assert!(
+        out.stderr.contains("rule:2:11: pxt-etl is a proxy user"),
+        "{}",
+        out.stderr
+    );
+    let out = env.ctl_input(
+        ROOT,
+        &["rules", "add", "-"],
+        "[proxy_users]\nusers = [\"x\"]\n",
+    );
+    assert_eq!(out.error_name(), Some(INVALID_RULES));
+    let out = env.ctl_input(ALICE, &["rules", "add", "-"], CAROL_TO_ETL);
+    assert_eq!(
+        out.error_name(),
+        Some("org.freedesktop.DBus.Error.AccessDenied")
+    );
+
+    // File rules are not removed through the API.
+    let err = env.ctl_err(
+        ROOT,
+        &["rules", "remove", "10-base.toml#1"],
+        "org.freedesktop.DBus.Error.InvalidArgs",
+    );
+    assert!(err.contains("edit that file and reload"), "{err}");
+    assert_eq!(env.audit_events("rule-added").len(), 2);
+    assert_eq!(env.audit_events("rule-removed").len(), 1);
+}
