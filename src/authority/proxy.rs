@@ -2,6 +2,7 @@
 
 use crate::audit::{Draft, Event, Ledger};
 use crate::identity::Caller;
+use crate::identity::name::check_user_name;
 use crate::policy::{CompiledRules, Decision};
 use crate::store::{Association, Tree, Write};
 use crate::sys::now_micros;
@@ -25,6 +26,36 @@ impl Authority {
     pub fn resolve(&self, caller: &Caller, login: &str) -> Result<Identity, Error> {
         self.authorize(caller, "Resolve", login)?;
         self.effective_identity(login)
+    }
+
+    /// `Resolve` from memory only, for the hot path: `None` when answering would block
+    /// (an NSS lookup the cache does not hold, a denial or a revocation to record), and
+    /// the caller should use [`resolve`](Self::resolve) on a blocking thread instead.
+    pub fn resolve_cached(&self, caller: &Caller, login: &str) -> Option<Identity> {
+        if check_user_name(login).is_err() || !caller.may_act_for(login) {
+            return None;
+        }
+        let login_account = self.directory.cached_user(login)?;
+        let Some(association) = self.store.association(login).ok()? else {
+            return Some(Identity {
+                effective: login.to_string(),
+                proxy: String::new(),
+                uid: login_account.as_ref().map_or(NO_ID, |a| a.uid),
+                gid: login_account.as_ref().map_or(NO_ID, |a| a.gid),
+            });
+        };
+        let proxy_account = self.directory.cached_user(&association.proxy)??;
+        let decision = self.rules.load().check(
+            &subject(login, login_account.as_deref()),
+            &proxy_account.subject(),
+            now_micros(),
+        );
+        decision.is_allowed().then(|| Identity {
+            effective: proxy_account.name.clone(),
+            proxy: proxy_account.name.clone(),
+            uid: proxy_account.uid,
+            gid: proxy_account.gid,
+        })
     }
 
     /// Who `login` acts as, revoking an association the rules no longer allow.
@@ -123,7 +154,7 @@ impl Authority {
             .with("proxy", proxy)
             .with("effective", proxy)
             .with("previous", previous.unwrap_or_default())
-            .with("rule", rule.as_str())
+            .with("rule", rule.to_string())
             .caller(caller);
         let write = Write::put(Tree::Associations, login, &association);
         self.record(&mut ledger, draft, vec![write])?;

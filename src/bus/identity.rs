@@ -20,9 +20,15 @@ impl Identity {
         #[zbus(header)] header: Header<'_>,
         login: String,
     ) -> Result<(String, String, u32, u32), BusError> {
+        let fast_login = login.clone();
         let id = self
             .0
-            .call(connection, &header, move |a, c| a.resolve(c, &login))
+            .call_fast(
+                connection,
+                &header,
+                move |a, c| a.resolve_cached(c, &fast_login),
+                move |a, c| a.resolve(c, &login),
+            )
             .await?;
         Ok((id.effective, id.proxy, id.uid, id.gid))
     }

@@ -77,6 +77,32 @@ pub struct Shared {
 }
 
 impl Shared {
+    /// Runs `fast` for the sender of `header` right here if it can answer without
+    /// blocking, else `op` on a blocking thread.
+    async fn call_fast<T, Q, F>(
+        &self,
+        connection: &Connection,
+        header: &Header<'_>,
+        fast: Q,
+        op: F,
+    ) -> Result<T, BusError>
+    where
+        T: Send + 'static,
+        Q: FnOnce(&Authority, &Caller) -> Option<T>,
+        F: FnOnce(&Authority, &Caller) -> Result<T, Error> + Send + 'static,
+    {
+        let _in_flight = self.in_flight.read().await;
+        let caller = self.callers.get(connection, header).await?;
+        if let Some(answer) = fast(&self.authority, &caller) {
+            return Ok(answer);
+        }
+        let authority = self.authority.clone();
+        tokio::task::spawn_blocking(move || op(&authority, &caller))
+            .await
+            .map_err(|e| BusError::from(Error::Failed(format!("internal error: {e}"))))?
+            .map_err(BusError::from)
+    }
+
     /// Runs `op` for the sender of `header` on a blocking thread (store flushes and NSS
     /// lookups block).
     async fn call<T, F>(

@@ -110,6 +110,19 @@ impl Directory {
         Ok(found)
     }
 
+    /// The account named `name` if the cache has a fresh answer (never blocks on NSS):
+    /// `None` when the cache cannot say.
+    pub fn cached_user(&self, name: &str) -> Option<Option<Arc<Account>>> {
+        if self.ttl.is_zero() {
+            return None;
+        }
+        let cache = self.by_name.lock().unwrap_or_else(|e| e.into_inner());
+        match cache.get(name) {
+            Some((at, hit)) if at.elapsed() < self.ttl => Some(hit.clone()),
+            _ => None,
+        }
+    }
+
     /// The account with uid `uid` (not cached: used once per bus connection).
     pub fn user_by_uid(&self, uid: u32) -> Result<Option<Account>, LookupError> {
         match User::from_uid(Uid::from_raw(uid))

@@ -172,7 +172,7 @@ impl<'a> Subject<'a> {
 /// The answer to "may this login proxy to that user now?".
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decision {
-    Allowed { rule: String },
+    Allowed { rule: Arc<str> },
     Denied(Denial),
 }
 
@@ -187,7 +187,7 @@ pub enum Denial {
     SameUser,
     TargetIsRoot,
     LoginIsProxyUser,
-    ByRule(String),
+    ByRule(Arc<str>),
     NoRule,
 }
 
@@ -211,66 +211,282 @@ impl Decision {
     }
 }
 
-/// Rules indexed by the login side, so a decision only looks at rules that can apply.
-#[derive(Debug, Default)]
-struct LoginIndex {
-    by_name: HashMap<String, Vec<u32>>,
-    by_group: HashMap<String, Vec<u32>>,
-    any: Vec<u32>,
+/// `"*"` on either side of a rule.
+const ANY: u32 = u32::MAX;
+/// Set on the keys of group names, so users and groups of the same name stay apart.
+const GROUP: u32 = 1 << 31;
+
+/// A user or group name that some rule mentions, as a small key.
+#[derive(Debug, Clone, Copy)]
+struct Symbol {
+    key: u32,
+    /// Naming this user (or being in this group) makes one proxy-type.
+    proxy_type: bool,
 }
 
-impl LoginIndex {
-    fn add(&mut self, idx: u32, rule: &Rule) {
-        match &rule.logins {
-            Names::Any => self.any.push(idx),
-            Names::Only(list) => {
-                for name in list {
-                    self.by_name
-                        .entry(name.value.clone())
-                        .or_default()
-                        .push(idx);
+/// Up to 31 bytes of name kept inline, so that looking a name up compares bytes in the
+/// table itself instead of chasing a pointer to a heap string (a cache miss each).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct ShortName {
+    len: u8,
+    bytes: [u8; 31],
+}
+
+impl ShortName {
+    fn new(name: &str) -> Option<Self> {
+        let mut bytes = [0u8; 31];
+        bytes
+            .get_mut(..name.len())?
+            .copy_from_slice(name.as_bytes());
+        Some(ShortName {
+            len: name.len() as u8,
+            bytes,
+        })
+    }
+
+    fn as_str(&self) -> &str {
+        // Built from a &str, cut at its own length.
+        std::str::from_utf8(&self.bytes[..usize::from(self.len)]).unwrap_or_default()
+    }
+}
+
+/// Names to symbols; short names inline.
+#[derive(Debug, Default)]
+struct NameTable {
+    short: FastMap<ShortName, Symbol>,
+    long: FastMap<String, Symbol>,
+}
+
+impl NameTable {
+    fn len(&self) -> usize {
+        self.short.len() + self.long.len()
+    }
+
+    fn get(&self, name: &str) -> Option<&Symbol> {
+        match ShortName::new(name) {
+            Some(short) => self.short.get(&short),
+            None => self.long.get(name),
+        }
+    }
+
+    fn get_or_insert(&mut self, name: &str, symbol: Symbol) -> &mut Symbol {
+        match ShortName::new(name) {
+            Some(short) => self.short.entry(short).or_insert(symbol),
+            None => self.long.entry(name.to_string()).or_insert(symbol),
+        }
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (&str, &Symbol)> {
+        let short = self.short.iter().map(|(n, s)| (n.as_str(), s));
+        short.chain(self.long.iter().map(|(n, s)| (n.as_str(), s)))
+    }
+}
+
+#[derive(Debug, Default)]
+struct Symbols {
+    users: NameTable,
+    groups: NameTable,
+    /// Whether any rule has `"*"` on the login side, on the proxy side.
+    any_login: bool,
+    any_proxy: bool,
+}
+
+impl Symbols {
+    fn symbol(&mut self, name: &str, group: bool) -> &mut Symbol {
+        let table = if group {
+            &mut self.groups
+        } else {
+            &mut self.users
+        };
+        let key = table.len() as u32 | if group { GROUP } else { 0 };
+        table.get_or_insert(
+            name,
+            Symbol {
+                key,
+                proxy_type: false,
+            },
+        )
+    }
+
+    fn intern(&mut self, name: &str, group: bool) -> u32 {
+        self.symbol(name, group).key
+    }
+
+    fn mark_proxy_type(&mut self, name: &str, group: bool) {
+        self.symbol(name, group).proxy_type = true;
+    }
+
+    /// The keys a subject matches rules by (its name, its groups, and `*` if `any`),
+    /// and whether it is proxy-type.
+    fn keys(&self, subject: &Subject<'_>, any: bool, keys: &mut Keys) -> bool {
+        let mut proxy_type = false;
+        let found = std::iter::once(self.users.get(subject.name))
+            .chain(subject.groups.iter().map(|g| self.groups.get(g)));
+        for symbol in found.flatten() {
+            keys.push(symbol.key);
+            proxy_type |= symbol.proxy_type;
+        }
+        if any {
+            keys.push(ANY);
+        }
+        proxy_type
+    }
+}
+
+/// A subject's keys, inline for the usual few (a decision allocates nothing then).
+#[derive(Default)]
+struct Keys {
+    inline: [u32; 8],
+    len: usize,
+    spill: Vec<u32>,
+}
+
+impl Keys {
+    fn push(&mut self, key: u32) {
+        if self.len < self.inline.len() {
+            self.inline[self.len] = key;
+            self.len += 1;
+        } else {
+            self.spill.push(key);
+        }
+    }
+
+    fn as_slices(&self) -> [&[u32]; 2] {
+        [&self.inline[..self.len], &self.spill]
+    }
+
+    fn iter(&self) -> impl Iterator<Item = u32> + '_ {
+        self.as_slices().into_iter().flatten().copied()
+    }
+}
+
+/// A multiply-rotate hash (as in rustc's FxHash) for the decision's lookups, where the
+/// standard SipHash would cost more than the rest of a decision. The tables hold only
+/// names from the rules, so no caller-chosen key can fill them with collisions.
+#[derive(Debug, Default, Clone, Copy)]
+struct FastHasher(u64);
+
+impl std::hash::Hasher for FastHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        let mut chunks = bytes.chunks_exact(8);
+        for chunk in &mut chunks {
+            self.write_u64(u64::from_le_bytes(chunk.try_into().expect("8 bytes")));
+        }
+        let mut tail = [0u8; 8];
+        tail[..chunks.remainder().len()].copy_from_slice(chunks.remainder());
+        self.write_u64(u64::from_le_bytes(tail));
+    }
+
+    fn write_u8(&mut self, n: u8) {
+        self.write_u64(u64::from(n));
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+}
+
+type FastMap<K, V> = HashMap<K, V, std::hash::BuildHasherDefault<FastHasher>>;
+
+/// Marks deny rules in a [`PairIndex`] entry.
+const DENY: u32 = 1 << 31;
+
+/// Rules by login key, then proxy key: for each login key, a contiguous run of
+/// (proxy key, entry) sorted by proxy key and rule order. A decision reads the run of
+/// each of the login's keys and binary-searches it for each of the proxy's keys, so it
+/// touches only rules that name both users, in a few cache lines. Entries are rule
+/// indexes, deny rules marked with [`DENY`].
+#[derive(Debug, Default)]
+struct PairIndex {
+    /// Run of each user key, each group key (without [`GROUP`]), and of `*`.
+    users: Vec<(u32, u32)>,
+    groups: Vec<(u32, u32)>,
+    any: (u32, u32),
+    runs: Vec<(u32, u32)>,
+}
+
+/// The first active allow and deny rules that apply.
+#[derive(Default)]
+struct Found {
+    allow: Option<u32>,
+    deny: Option<u32>,
+}
+
+impl PairIndex {
+    /// Builds the index from (login key, proxy key, entry) triples.
+    fn build(mut triples: Vec<(u32, u32, u32)>, users: usize, groups: usize) -> Self {
+        triples.sort_unstable_by_key(|&(l, p, e)| (l, p, e & !DENY));
+        let mut index = PairIndex {
+            users: vec![(0, 0); users],
+            groups: vec![(0, 0); groups],
+            ..Default::default()
+        };
+        let mut start = 0;
+        while start < triples.len() {
+            let login = triples[start].0;
+            let end = start + triples[start..].partition_point(|t| t.0 == login);
+            let run = (index.runs.len() as u32, (end - start) as u32);
+            index
+                .runs
+                .extend(triples[start..end].iter().map(|&(_, p, e)| (p, e)));
+            match login {
+                ANY => index.any = run,
+                key if key & GROUP != 0 => index.groups[(key & !GROUP) as usize] = run,
+                key => index.users[key as usize] = run,
+            }
+            start = end;
+        }
+        index
+    }
+
+    fn run(&self, login_key: u32) -> &[(u32, u32)] {
+        let (start, len) = match login_key {
+            ANY => self.any,
+            key if key & GROUP != 0 => self.groups[(key & !GROUP) as usize],
+            key => self.users[key as usize],
+        };
+        &self.runs[start as usize..(start + len) as usize]
+    }
+
+    /// Looks at every pair of `login` × `proxy` keys. An allow rule with `proxies =
+    /// ["*"]` applies only if `proxy_type` (in a deny rule `"*"` is anyone).
+    fn find(
+        &self,
+        login: &Keys,
+        proxy: &Keys,
+        proxy_type: bool,
+        expires: &[Option<Micros>],
+        now: Micros,
+    ) -> Found {
+        let mut found = Found::default();
+        for l in login.iter() {
+            let run = self.run(l);
+            if run.is_empty() {
+                continue;
+            }
+            for p in proxy.iter() {
+                let first = run.partition_point(|&(key, _)| key < p);
+                for &(_, entry) in run[first..].iter().take_while(|&&(key, _)| key == p) {
+                    let (i, deny) = (entry & !DENY, entry & DENY != 0);
+                    let slot = if deny {
+                        &mut found.deny
+                    } else {
+                        &mut found.allow
+                    };
+                    if slot.is_some_and(|best| best <= i) || (!deny && p == ANY && !proxy_type) {
+                        continue;
+                    }
+                    if expires[i as usize].is_none_or(|t| now < t) {
+                        *slot = Some(i);
+                    }
                 }
             }
         }
-        for group in &rule.login_groups {
-            self.by_group
-                .entry(group.value.clone())
-                .or_default()
-                .push(idx);
-        }
-    }
-
-    fn candidates<'s>(&'s self, login: &Subject<'s>) -> impl Iterator<Item = u32> + 's {
-        let by_name = self
-            .by_name
-            .get(login.name)
-            .map(Vec::as_slice)
-            .unwrap_or(&[]);
-        let by_group = login
-            .groups
-            .iter()
-            .filter_map(|g| self.by_group.get(g.as_str()))
-            .flat_map(|v| v.iter());
-        by_name
-            .iter()
-            .chain(by_group)
-            .chain(self.any.iter())
-            .copied()
-    }
-}
-
-/// The target side of a rule, laid out for matching.
-#[derive(Debug)]
-struct Target {
-    any: bool,
-    names: Box<[String]>,
-    groups: Box<[String]>,
-    expires: Option<Micros>,
-}
-
-impl Target {
-    fn active(&self, now: Micros) -> bool {
-        self.expires.is_none_or(|t| now < t)
+        found
     }
 }
 
@@ -281,12 +497,10 @@ pub struct CompiledRules {
     live: Vec<Rule>,
     /// All rules, file rules first (in file order), then live rules.
     order: Vec<(usize, usize)>,
-    targets: Vec<Target>,
-    ids: Vec<String>,
-    proxy_users: HashSet<String>,
-    proxy_groups: HashSet<String>,
-    allow: LoginIndex,
-    deny: LoginIndex,
+    ids: Vec<Arc<str>>,
+    expires: Vec<Option<Micros>>,
+    symbols: Symbols,
+    index: PairIndex,
 }
 
 impl CompiledRules {
@@ -344,11 +558,14 @@ impl CompiledRules {
             }
         }
 
-        let mut compiled = CompiledRules {
-            proxy_users: proxy_users.into_keys().collect(),
-            proxy_groups: proxy_groups.into_keys().collect(),
-            ..Default::default()
-        };
+        let mut compiled = CompiledRules::default();
+        let mut triples = Vec::new();
+        for name in proxy_users.keys() {
+            compiled.symbols.mark_proxy_type(name, false);
+        }
+        for name in proxy_groups.keys() {
+            compiled.symbols.mark_proxy_type(name, true);
+        }
         let positions = files
             .iter()
             .enumerate()
@@ -360,20 +577,45 @@ impl CompiledRules {
             } else {
                 &files[f].rules[r]
             };
-            let idx = u32::try_from(idx).expect("fewer than 2^32 rules");
-            match rule.effect {
-                Effect::Allow => compiled.allow.add(idx, rule),
-                Effect::Deny => compiled.deny.add(idx, rule),
+            let idx = u32::try_from(idx)
+                .ok()
+                .filter(|&i| i < DENY)
+                .ok_or_else(|| RuleError {
+                    at: rule.at.clone(),
+                    message: "too many rules (at most 2^31)".into(),
+                })?;
+            let symbols = &mut compiled.symbols;
+            let keys = |symbols: &mut Symbols, names: &Names, groups: &[Located<String>]| {
+                let mut keys: Vec<u32> = match names {
+                    Names::Any => vec![ANY],
+                    Names::Only(list) => list
+                        .iter()
+                        .map(|n| symbols.intern(&n.value, false))
+                        .collect(),
+                };
+                keys.extend(groups.iter().map(|g| symbols.intern(&g.value, true)));
+                keys
+            };
+            let login_keys = keys(symbols, &rule.logins, &rule.login_groups);
+            let proxy_keys = keys(symbols, &rule.proxies, &rule.proxy_groups);
+            symbols.any_login |= rule.logins == Names::Any;
+            symbols.any_proxy |= rule.proxies == Names::Any;
+            let entry = match rule.effect {
+                Effect::Allow => idx,
+                Effect::Deny => idx | DENY,
+            };
+            for &l in &login_keys {
+                triples.extend(proxy_keys.iter().map(|&p| (l, p, entry)));
             }
-            compiled.targets.push(Target {
-                any: rule.proxies == Names::Any,
-                names: rule.proxies.iter().map(|n| n.value.clone()).collect(),
-                groups: rule.proxy_groups.iter().map(|g| g.value.clone()).collect(),
-                expires: rule.expires,
-            });
-            compiled.ids.push(rule.id.clone());
+            compiled.ids.push(Arc::from(rule.id.as_str()));
+            compiled.expires.push(rule.expires);
             compiled.order.push((f, r));
         }
+        compiled.index = PairIndex::build(
+            triples,
+            compiled.symbols.users.len(),
+            compiled.symbols.groups.len(),
+        );
         compiled.files = files;
         compiled.live = live;
         Ok(compiled)
@@ -410,11 +652,7 @@ impl CompiledRules {
 
     /// Proxy-type users can never proxy themselves.
     pub fn is_proxy_user(&self, user: &Subject<'_>) -> bool {
-        self.proxy_users.contains(user.name)
-            || user
-                .groups
-                .iter()
-                .any(|g| self.proxy_groups.contains(g.as_str()))
+        self.symbols.keys(user, false, &mut Keys::default())
     }
 
     /// May `login` proxy to `proxy` at time `now`?
@@ -425,33 +663,28 @@ impl CompiledRules {
         if login.name == proxy.name {
             return Decision::Denied(Denial::SameUser);
         }
-        if self.is_proxy_user(login) {
+        let mut login_keys = Keys::default();
+        if self
+            .symbols
+            .keys(login, self.symbols.any_login, &mut login_keys)
+        {
             return Decision::Denied(Denial::LoginIsProxyUser);
         }
-        let proxy_type = self.is_proxy_user(proxy);
-        let matches = |idx: u32, effect: Effect| {
-            let target = &self.targets[idx as usize];
-            target.active(now)
-                && ((target.any && (effect == Effect::Deny || proxy_type))
-                    || target.names.iter().any(|n| n == proxy.name)
-                    || target.groups.iter().any(|g| proxy.groups.contains(g)))
-        };
-        if let Some(idx) = self
-            .deny
-            .candidates(login)
-            .find(|&i| matches(i, Effect::Deny))
-        {
-            return Decision::Denied(Denial::ByRule(self.ids[idx as usize].clone()));
-        }
-        match self
-            .allow
-            .candidates(login)
-            .find(|&i| matches(i, Effect::Allow))
-        {
-            Some(idx) => Decision::Allowed {
-                rule: self.ids[idx as usize].clone(),
+        let mut proxy_keys = Keys::default();
+        let proxy_is_proxy = self
+            .symbols
+            .keys(proxy, self.symbols.any_proxy, &mut proxy_keys);
+        let found = self
+            .index
+            .find(&login_keys, &proxy_keys, proxy_is_proxy, &self.expires, now);
+        match found {
+            Found { deny: Some(i), .. } => {
+                Decision::Denied(Denial::ByRule(self.ids[i as usize].clone()))
+            }
+            Found { allow: Some(i), .. } => Decision::Allowed {
+                rule: self.ids[i as usize].clone(),
             },
-            None => Decision::Denied(Denial::NoRule),
+            _ => Decision::Denied(Denial::NoRule),
         }
     }
 
@@ -460,17 +693,37 @@ impl CompiledRules {
     pub fn offered_targets(&self, login: &Subject<'_>, now: Micros) -> (Vec<String>, Vec<String>) {
         let mut users = HashSet::new();
         let mut groups = HashSet::new();
-        for idx in self.allow.candidates(login) {
-            let target = &self.targets[idx as usize];
-            if !target.active(now) {
+        let names_login = |rule: &Rule| match &rule.logins {
+            Names::Any => true,
+            Names::Only(list) => list.iter().any(|n| n.value == login.name),
+        };
+        let in_group = |rule: &Rule| {
+            rule.login_groups
+                .iter()
+                .any(|g| login.groups.contains(&g.value))
+        };
+        for rule in self.rules() {
+            if rule.effect != Effect::Allow
+                || !rule.active(now)
+                || !(names_login(rule) || in_group(rule))
+            {
                 continue;
             }
-            if target.any {
-                users.extend(self.proxy_users.iter().cloned());
-                groups.extend(self.proxy_groups.iter().cloned());
+            match &rule.proxies {
+                Names::Any => {
+                    let proxy_type = |table: &NameTable| -> Vec<String> {
+                        table
+                            .iter()
+                            .filter(|(_, s)| s.proxy_type)
+                            .map(|(n, _)| n.to_string())
+                            .collect()
+                    };
+                    users.extend(proxy_type(&self.symbols.users));
+                    groups.extend(proxy_type(&self.symbols.groups));
+                }
+                Names::Only(list) => users.extend(list.iter().map(|n| n.value.clone())),
             }
-            users.extend(target.names.iter().cloned());
-            groups.extend(target.groups.iter().cloned());
+            groups.extend(rule.proxy_groups.iter().map(|g| g.value.clone()));
         }
         let mut users: Vec<String> = users.into_iter().collect();
         let mut groups: Vec<String> = groups.into_iter().collect();

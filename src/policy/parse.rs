@@ -57,18 +57,30 @@ struct RuleDoc {
 struct Text<'a> {
     file: Arc<str>,
     text: &'a str,
+    /// Byte offset of the start of each line.
+    line_starts: Vec<usize>,
 }
 
-impl Text<'_> {
+impl<'a> Text<'a> {
+    fn new(file: &str, text: &'a str) -> Self {
+        let line_starts = std::iter::once(0)
+            .chain(text.match_indices('\n').map(|(i, _)| i + 1))
+            .collect();
+        Text {
+            file: Arc::from(file),
+            text,
+            line_starts,
+        }
+    }
+
     fn at(&self, offset: usize) -> Location {
-        let offset = offset.min(self.text.len());
-        let before = &self.text[..self.text.floor_char_boundary(offset)];
-        let line = before.matches('\n').count() + 1;
-        let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+        let offset = self.text.floor_char_boundary(offset.min(self.text.len()));
+        let line = self.line_starts.partition_point(|&start| start <= offset);
+        let line_start = self.line_starts[line - 1];
         Location {
             file: self.file.clone(),
             line,
-            column: before[line_start..].chars().count() + 1,
+            column: self.text[line_start..offset].chars().count() + 1,
         }
     }
 
@@ -96,10 +108,7 @@ impl Text<'_> {
 /// Parses one drop-in file. `path` is how the file is named in errors and rule sources;
 /// rule ids are `<file name>#<n>`, n counting the file's rule tables from 1.
 pub fn parse_rule_file(path: &str, text: &str) -> Result<RuleFile, RuleError> {
-    let src = Text {
-        file: Arc::from(path),
-        text,
-    };
+    let src = Text::new(path, text);
     let doc: FileDoc = toml::from_str(text).map_err(|e| src.syntax(e))?;
     let mut proxy_users = Vec::new();
     let mut proxy_groups = Vec::new();
@@ -132,10 +141,7 @@ pub fn parse_rule_file(path: &str, text: &str) -> Result<RuleFile, RuleError> {
 
 /// Parses the text given to `Admin.AddRule`: exactly one `[[allow]]` or `[[deny]]` table.
 pub fn parse_live_rule(id: &str, text: &str) -> Result<Rule, RuleError> {
-    let src = Text {
-        file: Arc::from("rule"),
-        text,
-    };
+    let src = Text::new("rule", text);
     let doc: LiveDoc = toml::from_str(text).map_err(|e| src.syntax(e))?;
     let count = doc.allow.len() + doc.deny.len();
     if count != 1 {

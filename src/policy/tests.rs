@@ -299,3 +299,44 @@ fn datetime_conversion_matches_known_instants() {
     .unwrap();
     assert_eq!(r.expires, Some(june_30_2027()));
 }
+
+#[test]
+fn deny_wins_whatever_the_order_and_expired_rules_are_skipped() {
+    let rules = compile(&["[[allow]]\nlogin_groups=[\"team\"]\nproxies=[\"etl\"]\n\
+         [[allow]]\nlogins=[\"alice\"]\nproxies=[\"etl\"]\nexpires=2020-01-01T00:00:00Z\n\
+         [[allow]]\nlogins=[\"alice\"]\nproxy_groups=[\"svc\"]\n\
+         [[deny]]\nlogins=[\"bob\"]\nproxies=[\"etl\"]\n\
+         [[deny]]\nlogins=[\"carol\"]\nproxies=[\"etl\"]\nexpires=2020-01-01T00:00:00Z\n"]);
+    let team = vec!["team".to_string()];
+    let svc = vec!["svc".to_string()];
+    let none: Vec<String> = vec![];
+    // The expired allow (#2) is skipped; the group allow (#1) and #3 both match, #1 wins.
+    assert_eq!(
+        rules.check(&user("alice", &team), &user("etl", &svc), NOW),
+        Decision::Allowed {
+            rule: "00.toml#1".into()
+        }
+    );
+    assert_eq!(
+        rules.check(&user("alice", &none), &user("etl", &svc), NOW),
+        Decision::Allowed {
+            rule: "00.toml#3".into()
+        }
+    );
+    // A deny later in the file beats an earlier allow.
+    assert_eq!(
+        rules.check(&user("bob", &team), &user("etl", &none), NOW),
+        Decision::Denied(Denial::ByRule("00.toml#4".into()))
+    );
+    // An expired deny denies nothing.
+    assert!(
+        rules
+            .check(&user("carol", &team), &user("etl", &none), NOW)
+            .is_allowed()
+    );
+    // Users and groups of the same name are different things.
+    assert_eq!(
+        rules.check(&user("team", &none), &user("etl", &none), NOW),
+        Decision::Denied(Denial::NoRule)
+    );
+}
