@@ -41,3 +41,34 @@ pub trait Admin {
     #[zbus(signal)]
     fn rules_changed(&self, generation: u64) -> zbus::Result<()>;
 }
+
+/// One job as `ListJobs` reports it: id, login, run-as user, argv, state, started µs,
+/// finished µs, exit code.
+pub type JobRow = (String, String, String, Vec<String>, String, u64, u64, i32);
+
+#[proxy(
+    interface = "org.proxyuserd1.Jobs",
+    default_service = "org.proxyuserd1",
+    default_path = "/org/proxyuserd1"
+)]
+pub trait Jobs {
+    fn exec(
+        &self,
+        login: &str,
+        argv: &[&str],
+        env: &HashMap<&str, &str>,
+        cwd: &str,
+    ) -> zbus::Result<String>;
+    fn wait(&self, login: &str, job_id: &str) -> zbus::Result<(String, i32)>;
+    fn cancel(&self, login: &str, job_id: &str) -> zbus::Result<()>;
+    fn list_jobs(&self, login: &str) -> zbus::Result<Vec<JobRow>>;
+    fn open_result(&self, login: &str, job_id: &str, stream: &str) -> zbus::Result<zbus::OwnedFd>;
+    #[zbus(signal)]
+    fn job_finished(
+        &self,
+        job_id: &str,
+        run_as: &str,
+        state: &str,
+        exit_code: i32,
+    ) -> zbus::Result<()>;
+}

@@ -14,6 +14,7 @@ pub mod bus;
 pub mod client;
 pub mod ctl;
 pub mod daemon;
+pub mod exec;
 pub mod identity;
 pub mod policy;
 pub mod store;

@@ -58,3 +58,12 @@ pub fn ignore_sigxfsz() {
         )
     };
 }
+
+/// The start time of process `pid` (field 22 of `/proc/PID/stat`, clock ticks after
+/// boot): with the pid it names one process for good, as pids are reused.
+pub fn process_start_time(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) is in parentheses and may contain spaces.
+    let after_name = &stat[stat.rfind(')')? + 1..];
+    after_name.split_whitespace().nth(19)?.parse().ok()
+}

@@ -7,6 +7,7 @@
 //! to a concurrent reload. Readers (`Resolve`, `CheckProxy`) take no lock: the compiled
 //! rules are swapped atomically and the store is read directly.
 
+mod jobs;
 mod proxy;
 mod rules;
 
@@ -25,6 +26,7 @@ use crate::policy::{CompiledRules, Micros, Subject};
 use crate::store::{Store, StoreError, Write};
 use crate::sys::now_micros;
 
+pub use jobs::{STREAMS, WaitFor};
 pub use proxy::Identity;
 
 /// What went wrong, one variant per D-Bus error of the contract. Messages name the
@@ -47,6 +49,9 @@ pub enum Error {
     InvalidRules(String),
     #[error("{0}")]
     AuditUnavailable(String),
+    /// A configured limit (e.g. running jobs per user) is reached.
+    #[error("{0}")]
+    LimitsExceeded(String),
     /// An internal failure (store, NSS); the message says which.
     #[error("{0}")]
     Failed(String),
@@ -85,6 +90,12 @@ pub enum Notice {
         why: &'static str,
     },
     RulesChanged(u64),
+    JobFinished {
+        id: String,
+        run_as: String,
+        state: String,
+        exit_code: i32,
+    },
 }
 
 pub struct Authority {
@@ -97,6 +108,7 @@ pub struct Authority {
     notices: mpsc::UnboundedSender<Notice>,
     /// Woken when the rules change, so the expiry timer recomputes its deadline.
     rules_changed: Notify,
+    running: Mutex<jobs::RunningJobs>,
 }
 
 impl Authority {
@@ -119,8 +131,10 @@ impl Authority {
             ledger: Mutex::new(ledger),
             notices,
             rules_changed: Notify::new(),
+            running: Mutex::new(Default::default()),
         });
         authority.load_rules_at_start()?;
+        authority.fail_stale_jobs().map_err(|e| e.to_string())?;
         Ok((authority, receiver))
     }
 

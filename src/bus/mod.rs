@@ -5,6 +5,7 @@
 mod admin;
 mod callers;
 mod identity;
+mod jobs;
 
 use std::sync::Arc;
 
@@ -20,6 +21,7 @@ use crate::identity::Caller;
 pub use admin::Admin;
 pub use callers::Callers;
 pub use identity::Identity;
+pub use jobs::Jobs;
 
 /// The well-known name and object path (contract).
 pub const BUS_NAME: &str = "org.proxyuserd1";
@@ -43,6 +45,7 @@ impl From<Error> for BusError {
             Error::NoSuchSession(_) => "org.proxyuserd1.Error.NoSuchSession",
             Error::InvalidRules(_) => "org.proxyuserd1.Error.InvalidRules",
             Error::AuditUnavailable(_) => "org.proxyuserd1.Error.AuditUnavailable",
+            Error::LimitsExceeded(_) => "org.freedesktop.DBus.Error.LimitsExceeded",
             Error::Failed(_) => "org.freedesktop.DBus.Error.Failed",
         };
         BusError {
@@ -147,6 +150,12 @@ pub async fn forward_notices(connection: Connection, mut notices: mpsc::Unbounde
                 }
                 changed
             }
+            Notice::JobFinished {
+                id,
+                run_as,
+                state,
+                exit_code,
+            } => Jobs::job_finished(&emitter, id, run_as, state, *exit_code).await,
         };
         if let Err(err) = sent {
             tracing::warn!("cannot emit {notice:?}: {err}");

@@ -10,7 +10,7 @@ use serde_json::json;
 use zbus::{Connection, DBusError};
 
 use crate::audit::{self, Record};
-use crate::client::{AdminProxy, IdentityProxy};
+use crate::client::{AdminProxy, IdentityProxy, JobsProxy};
 use crate::policy::{CompiledRules, format_time, parse_rule_file};
 
 #[derive(Parser, Debug)]
@@ -45,6 +45,43 @@ enum Command {
     /// Administer the rules.
     #[command(subcommand)]
     Rules(RulesCommand),
+    /// Run ARGV as the user you act as (your proxy, else yourself), like `sudo -u`:
+    /// waits, prints the job's stdout and stderr, exits with its exit code.
+    Exec {
+        #[arg(long)]
+        login: Option<String>,
+        /// Set a variable for the job (only those in exec.env_keep reach it).
+        #[arg(long = "env", value_name = "K=V")]
+        env: Vec<String>,
+        /// Working directory (default: the run-as user's home).
+        #[arg(long)]
+        cwd: Option<String>,
+        /// Print the job id and return at once.
+        #[arg(long)]
+        detach: bool,
+        /// The program (absolute, or found on your PATH) and its arguments.
+        #[arg(required = true, last = true, value_name = "ARGV")]
+        argv: Vec<String>,
+    },
+    /// The jobs of the user you act as.
+    Jobs {
+        #[arg(long)]
+        login: Option<String>,
+    },
+    /// Print a job's stdout (or stderr); recorded as a download.
+    Result {
+        job: String,
+        #[arg(long)]
+        stderr: bool,
+        #[arg(long)]
+        login: Option<String>,
+    },
+    /// Cancel a running job (kills its whole process group).
+    Cancel {
+        job: String,
+        #[arg(long)]
+        login: Option<String>,
+    },
     /// Show the audit log (admins).
     Audit {
         /// First sequence number to show.
@@ -220,6 +257,44 @@ async fn run(cli: Cli) -> Outcome {
         Command::Rules(command) => rules(&AdminProxy::new(&connection).await?, command, json).await,
         Command::Audit { since, verify } => {
             audit_log(&AdminProxy::new(&connection).await?, since, verify, json).await
+        }
+        Command::Exec {
+            login,
+            env,
+            cwd,
+            detach,
+            argv,
+        } => {
+            let jobs = JobsProxy::new(&connection).await?;
+            exec(&jobs, login_or_self(login)?, env, cwd, detach, argv).await
+        }
+        Command::Jobs { login } => {
+            list_jobs(
+                &JobsProxy::new(&connection).await?,
+                login_or_self(login)?,
+                json,
+            )
+            .await
+        }
+        Command::Result { job, stderr, login } => {
+            let jobs = JobsProxy::new(&connection).await?;
+            let stream = if stderr { "stderr" } else { "stdout" };
+            copy_result(
+                &jobs,
+                &login_or_self(login)?,
+                &job,
+                stream,
+                &mut std::io::stdout(),
+            )
+            .await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Cancel { job, login } => {
+            JobsProxy::new(&connection)
+                .await?
+                .cancel(&login_or_self(login)?, &job)
+                .await?;
+            Ok(ExitCode::SUCCESS)
         }
     }
 }
@@ -406,6 +481,115 @@ async fn audit_log(admin: &AdminProxy<'_>, since: u64, verify: bool, json: bool)
                 audit::describe(record)
             );
         }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A bare program name is looked up on the caller's PATH, as a shell would; the daemon
+/// itself never searches.
+fn absolute_program(program: &str) -> String {
+    if program.contains('/') {
+        return program.to_string();
+    }
+    std::env::var_os("PATH")
+        .and_then(|path| {
+            std::env::split_paths(&path)
+                .map(|dir| dir.join(program))
+                .find(|candidate| candidate.is_file())
+        })
+        .map_or_else(|| program.to_string(), |found| found.display().to_string())
+}
+
+async fn exec(
+    jobs: &JobsProxy<'_>,
+    login: String,
+    env: Vec<String>,
+    cwd: Option<String>,
+    detach: bool,
+    mut argv: Vec<String>,
+) -> Outcome {
+    argv[0] = absolute_program(&argv[0]);
+    // The caller's environment; the daemon keeps only what exec.env_keep names.
+    let mut vars: BTreeMap<String, String> = std::env::vars().collect();
+    for pair in env {
+        let (k, v) = pair
+            .split_once('=')
+            .ok_or_else(|| format!("--env {pair:?}: expected NAME=VALUE"))?;
+        vars.insert(k.to_string(), v.to_string());
+    }
+    let vars: std::collections::HashMap<&str, &str> =
+        vars.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let argv_refs: Vec<&str> = argv.iter().map(String::as_str).collect();
+    let id = jobs
+        .exec(&login, &argv_refs, &vars, cwd.as_deref().unwrap_or(""))
+        .await?;
+    if detach {
+        println!("{id}");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let (state, code) = jobs.wait(&login, &id).await?;
+    copy_result(jobs, &login, &id, "stdout", &mut std::io::stdout()).await?;
+    copy_result(jobs, &login, &id, "stderr", &mut std::io::stderr()).await?;
+    Ok(match state.as_str() {
+        "exited" => ExitCode::from(u8::try_from(code).unwrap_or(255)),
+        "killed" => {
+            eprintln!("proxyuserctl: job {id} was killed (exit code {code})");
+            ExitCode::from(u8::try_from(code).unwrap_or(255))
+        }
+        _ => {
+            eprintln!("proxyuserctl: job {id} {state}");
+            ExitCode::from(255)
+        }
+    })
+}
+
+/// Copies one output stream of a job to `out` through the descriptor the daemon passes.
+async fn copy_result(
+    jobs: &JobsProxy<'_>,
+    login: &str,
+    id: &str,
+    stream: &str,
+    out: &mut dyn std::io::Write,
+) -> Result<(), Failure> {
+    let fd = jobs.open_result(login, id, stream).await?;
+    let mut file = std::fs::File::from(std::os::fd::OwnedFd::from(fd));
+    std::io::copy(&mut file, out).map_err(|e| format!("cannot copy the {stream} of {id}: {e}"))?;
+    out.flush().map_err(|e| format!("{e}"))?;
+    Ok(())
+}
+
+async fn list_jobs(jobs: &JobsProxy<'_>, login: String, json: bool) -> Outcome {
+    let rows = jobs.list_jobs(&login).await?;
+    if json {
+        let list: Vec<_> = rows
+            .iter()
+            .map(
+                |(id, login, run_as, argv, state, started, finished, code)| {
+                    json!({
+                        "id": id, "login": login, "run_as": run_as, "argv": argv, "state": state,
+                        "started": started, "finished": finished, "exit_code": code,
+                    })
+                },
+            )
+            .collect();
+        print_json(&json!(list));
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "{:<12} {:<8} {:>4} {:<14} {:<14} {:<27} COMMAND",
+        "JOB", "STATE", "EXIT", "RUN AS", "LOGIN", "STARTED"
+    );
+    for (id, login, run_as, argv, state, started, _, code) in rows {
+        let exit = if state == "running" {
+            "-".to_string()
+        } else {
+            code.to_string()
+        };
+        let started = format_time(i64::try_from(started).unwrap_or(0));
+        println!(
+            "{id:<12} {state:<8} {exit:>4} {run_as:<14} {login:<14} {started:<27} {}",
+            argv.join(" ")
+        );
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -13,7 +13,7 @@ use zbus::connection::Builder;
 
 use crate::audit::journal::{self, Journal};
 use crate::authority::{Authority, next_check};
-use crate::bus::{self, Admin, BUS_NAME, Callers, Identity, OBJECT_PATH, Shared};
+use crate::bus::{self, Admin, BUS_NAME, Callers, Identity, Jobs, OBJECT_PATH, Shared};
 use crate::sys;
 use config::Config;
 
@@ -74,6 +74,7 @@ pub async fn run(config: Config) -> Result<(), String> {
     let connection = Builder::system()
         .serve_at(OBJECT_PATH, Identity(shared.clone()))
         .serve_at(OBJECT_PATH, Admin(shared.clone()))
+        .serve_at(OBJECT_PATH, Jobs(shared.clone()))
         .name(BUS_NAME)
         .build()
         .await
@@ -81,6 +82,7 @@ pub async fn run(config: Config) -> Result<(), String> {
     tokio::spawn(bus::forward_notices(connection.clone(), notices));
     tokio::spawn(callers.clone().forget_departed(connection.clone()));
     tokio::spawn(watch_expiry(authority.clone()));
+    tokio::spawn(prune_jobs(authority.clone()));
     tracing::info!(
         "proxyuserd {} serving {BUS_NAME}, rules generation {}",
         env!("CARGO_PKG_VERSION"),
@@ -124,9 +126,12 @@ pub async fn run(config: Config) -> Result<(), String> {
     {
         tracing::warn!("calls still running after {SHUTDOWN_GRACE:?}, stopping anyway");
     }
-    tokio::task::spawn_blocking(move || authority.flush())
-        .await
-        .map_err(|e| e.to_string())??;
+    tokio::task::spawn_blocking(move || {
+        authority.stop_jobs();
+        authority.flush()
+    })
+    .await
+    .map_err(|e| e.to_string())??;
     tracing::info!("stopped");
     Ok(())
 }
@@ -153,6 +158,24 @@ async fn watch_expiry(authority: Arc<Authority>) {
                 }
             }
             _ = &mut changed => {}
+        }
+    }
+}
+
+/// Deletes old jobs now and then (exec.retention_secs).
+async fn prune_jobs(authority: Arc<Authority>) {
+    let retention = authority.config().exec.retention_secs;
+    if retention == 0 {
+        return;
+    }
+    let mut every = tokio::time::interval(Duration::from_secs(retention.clamp(1, 600)));
+    loop {
+        every.tick().await;
+        let authority = authority.clone();
+        match tokio::task::spawn_blocking(move || authority.prune_jobs()).await {
+            Ok(Err(err)) => tracing::error!("pruning old jobs failed: {err}"),
+            Err(err) => tracing::error!("pruning old jobs failed: {err}"),
+            Ok(Ok(_)) => {}
         }
     }
 }

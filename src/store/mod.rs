@@ -123,6 +123,44 @@ pub struct Association {
     pub by_uid: u32,
 }
 
+/// A job: what ran, for whom, as whom, and how it ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobRecord {
+    pub id: String,
+    /// The login that submitted it.
+    pub login: String,
+    /// The user it ran as (the login's effective user then).
+    pub run_as: String,
+    pub uid: u32,
+    pub argv: Vec<String>,
+    pub cwd: String,
+    /// `running`, `exited`, `killed` or `failed`.
+    pub state: String,
+    pub started: Micros,
+    /// 0 while running.
+    pub finished: Micros,
+    /// The exit code (`exited`), 128 + signal (`killed`), -1 (`failed`).
+    pub exit_code: i32,
+    pub signal: Option<i32>,
+    /// Why it was killed or failed.
+    pub reason: String,
+    pub stdout_bytes: u64,
+    pub stderr_bytes: u64,
+    pub caller_uid: u32,
+    pub caller_pid: u32,
+    pub caller: String,
+    /// Process id and its start time (clock ticks since boot), to recognize the job's
+    /// process group after a daemon crash.
+    pub pid: u32,
+    pub pid_start: u64,
+}
+
+impl JobRecord {
+    pub fn running(&self) -> bool {
+        self.state == "running"
+    }
+}
+
 /// The rule files of the last rule set that validated, so a daemon that starts with
 /// broken files keeps serving the rules it had.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -225,6 +263,20 @@ impl Store {
             .collect()
     }
 
+    pub fn job(&self, id: &str) -> Result<Option<JobRecord>, StoreError> {
+        self.get(Tree::Jobs, id.as_bytes())
+    }
+
+    pub fn jobs(&self) -> Result<Vec<JobRecord>, StoreError> {
+        self.scan(Tree::Jobs, b"")?
+            .map(|r| r.map(|(_, v)| v))
+            .collect()
+    }
+
+    pub fn put_job(job: &JobRecord) -> Write {
+        Write::put(Tree::Jobs, job.id.as_str(), job)
+    }
+
     pub fn live_rules(&self) -> Result<Vec<(String, String)>, StoreError> {
         self.scan(Tree::Rules, b"")?
             .map(|r| r.map(|(k, v)| (String::from_utf8_lossy(&k).into_owned(), v)))
@@ -248,14 +300,19 @@ impl Store {
         Write::put(Tree::Meta, LIVE_COUNTER_KEY, &value)
     }
 
-    /// Applies `writes` atomically and flushes them to disk. If the flush fails the
-    /// writes are undone in memory as well, so nobody sees a change that is not durable.
-    pub fn commit(&self, writes: &[Write]) -> Result<(), StoreError> {
+    /// Applies `writes` atomically, leaving them to sled's periodic flush (for data whose
+    /// loss in a crash is harmless).
+    pub fn commit_unflushed(&self, writes: &[Write]) -> Result<(), StoreError> {
+        self.apply(writes).map(drop)
+    }
+
+    /// Applies `writes` atomically; the values they replaced.
+    fn apply(&self, writes: &[Write]) -> Result<Vec<Option<Vec<u8>>>, StoreError> {
         if self.failed() {
             return Err(StoreError::Failed);
         }
         let trees: Vec<&sled::Tree> = self.trees.iter().collect();
-        let previous = trees
+        trees
             .as_slice()
             .transaction(|tx| {
                 let mut previous = Vec::with_capacity(writes.len());
@@ -272,7 +329,13 @@ impl Store {
             .map_err(|e| match e {
                 TransactionError::Storage(e) => StoreError::from(e),
                 TransactionError::Abort(()) => StoreError::Io("transaction aborted".into()),
-            })?;
+            })
+    }
+
+    /// Applies `writes` atomically and flushes them to disk. If the flush fails the
+    /// writes are undone in memory as well, so nobody sees a change that is not durable.
+    pub fn commit(&self, writes: &[Write]) -> Result<(), StoreError> {
+        let previous = self.apply(writes)?;
         if let Err(err) = self.db.flush() {
             let undo = writes.iter().zip(previous).rev().try_for_each(|(w, old)| {
                 let t = &self.trees[w.tree as usize];

@@ -365,6 +365,13 @@ impl Env {
         out.stderr
     }
 
+    /// `proxyuserctl ARGS` as `user` with extra environment variables.
+    pub fn ctl_env(&self, user: &str, args: &[&str], vars: &[(&str, &str)]) -> Out {
+        let mut command = self.command_as(user, bin("proxyuserctl"));
+        command.args(args).envs(vars.iter().copied());
+        Out::from(command.output().unwrap())
+    }
+
     /// `proxyuserctl ARGS` as `user` with `input` on stdin.
     pub fn ctl_input(&self, user: &str, args: &[&str], input: &str) -> Out {
         use std::io::Write;
@@ -603,6 +610,19 @@ impl Signals {
             self.seen.push(signal);
         }
         self.seen.clone()
+    }
+}
+
+/// Whether process `pid` exists (zombies count as gone).
+pub fn process_alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => !stat
+            .rsplit(')')
+            .next()
+            .unwrap_or("")
+            .trim_start()
+            .starts_with('Z'),
+        Err(_) => false,
     }
 }
 

@@ -1,0 +1,589 @@
+//! `org.proxyuserd1.Jobs`: running work as the login's effective user, job records,
+//! results, and audited downloads.
+
+use std::collections::HashMap;
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{Notify, watch};
+
+use crate::audit::{Draft, Event};
+use crate::exec::{self, JobSpec, Outcome};
+use crate::identity::Caller;
+use crate::store::{JobRecord, Store, Tree, Write};
+use crate::sys::{now_micros, process_start_time};
+
+use super::{Authority, Error, Notice};
+
+/// The streams of a job's output.
+pub const STREAMS: [&str; 2] = ["stdout", "stderr"];
+
+/// Bounds on what `Exec` accepts.
+const MAX_ARGS: usize = 4096;
+const MAX_ARGV_BYTES: usize = 256 * 1024;
+const MAX_ENV: usize = 1024;
+
+/// A job the daemon is supervising.
+pub(super) struct RunningJob {
+    run_as: String,
+    pgid: u32,
+    cancel: Arc<Notify>,
+    done: watch::Receiver<bool>,
+}
+
+/// Running jobs by id.
+pub(super) type RunningJobs = HashMap<String, RunningJob>;
+
+/// What `Wait` waits for.
+pub enum WaitFor {
+    Finished(String, i32),
+    Running(watch::Receiver<bool>),
+}
+
+fn check_job_id(id: &str) -> Result<(), Error> {
+    let valid = !id.is_empty()
+        && id.len() <= 64
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if valid {
+        Ok(())
+    } else {
+        Err(Error::InvalidArgs(format!(
+            "invalid job id {id:?}: job ids are letters, digits, '-' and '_'"
+        )))
+    }
+}
+
+fn check_env_name(name: &str) -> Result<(), Error> {
+    let valid = !name.is_empty() && !name.contains(['=', '\0']);
+    if valid {
+        Ok(())
+    } else {
+        Err(Error::InvalidArgs(format!(
+            "invalid environment variable name {name:?}"
+        )))
+    }
+}
+
+impl Authority {
+    fn job_dir(&self, id: &str) -> PathBuf {
+        self.config.state_dir.join("jobs").join(id)
+    }
+
+    fn running_jobs(&self) -> std::sync::MutexGuard<'_, RunningJobs> {
+        self.running.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Starts `argv` as `login`'s effective user; the job id.
+    pub fn exec(
+        self: &Arc<Self>,
+        caller: &Caller,
+        login: &str,
+        argv: Vec<String>,
+        env: HashMap<String, String>,
+        cwd: &str,
+    ) -> Result<String, Error> {
+        self.authorize(caller, "Exec", login)?;
+        let Some(program) = argv.first() else {
+            return Err(Error::InvalidArgs(
+                "argv is empty: give the program to run".into(),
+            ));
+        };
+        if !program.starts_with('/') {
+            return Err(Error::InvalidArgs(format!(
+                "program {program:?} is not an absolute path (there is no PATH search)"
+            )));
+        }
+        if argv.len() > MAX_ARGS || argv.iter().map(String::len).sum::<usize>() > MAX_ARGV_BYTES {
+            return Err(Error::InvalidArgs(format!(
+                "argv is too long (at most {MAX_ARGS} arguments and {MAX_ARGV_BYTES} bytes)"
+            )));
+        }
+        if !cwd.is_empty() && !cwd.starts_with('/') {
+            return Err(Error::InvalidArgs(format!(
+                "cwd {cwd:?} is not an absolute path"
+            )));
+        }
+        if env.len() > MAX_ENV {
+            return Err(Error::InvalidArgs(format!(
+                "too many environment variables (at most {MAX_ENV})"
+            )));
+        }
+        for name in env.keys() {
+            check_env_name(name)?;
+        }
+
+        // Authorization is checked again here, whatever the client cached.
+        let identity = self.effective_identity(login)?;
+        let account = self.directory.user(&identity.effective)?.ok_or_else(|| {
+            Error::NoSuchUser(format!(
+                "{login} has no proxy and no system account: there is no user to run as"
+            ))
+        })?;
+        if account.uid == 0 {
+            return Err(Error::NotAllowed(
+                "proxyuserd never runs jobs as root".into(),
+            ));
+        }
+        let cwd = if cwd.is_empty() {
+            account.home.clone()
+        } else {
+            PathBuf::from(cwd)
+        };
+        let exec_config = &self.config.exec;
+        let mut job_env: Vec<(String, String)> = env
+            .into_iter()
+            .filter(|(name, _)| exec_config.env_keep.contains(name))
+            .collect();
+        job_env.sort();
+        let kept: Vec<String> = job_env.iter().map(|(n, _)| n.clone()).collect();
+        let fixed = [
+            ("PATH", exec_config.secure_path.clone()),
+            ("HOME", account.home.display().to_string()),
+            ("USER", account.name.clone()),
+            ("LOGNAME", account.name.clone()),
+            ("SHELL", account.shell.display().to_string()),
+            ("PROXYUSERD_LOGIN_USER", login.to_string()),
+        ];
+        job_env.retain(|(name, _)| !fixed.iter().any(|(f, _)| f == name));
+        job_env.extend(fixed.into_iter().map(|(n, v)| (n.to_string(), v)));
+
+        let mut ledger = self.lock();
+        let running_here = self
+            .running_jobs()
+            .values()
+            .filter(|job| job.run_as == account.name)
+            .count();
+        if running_here >= exec_config.max_jobs_per_user as usize {
+            return Err(Error::LimitsExceeded(format!(
+                "{} already runs {running_here} jobs, the most exec.max_jobs_per_user allows",
+                account.name
+            )));
+        }
+        let id = format!("job-{}", self.store.unique_id()?);
+        let dir = self.job_dir(&id);
+        let output = |stream: &str| -> Result<File, Error> {
+            OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(dir.join(stream))
+                .map_err(|e| {
+                    Error::Failed(format!(
+                        "cannot create job output {}: {e}",
+                        dir.join(stream).display()
+                    ))
+                })
+        };
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&dir)
+            .map_err(|e| Error::Failed(format!("cannot create {}: {e}", dir.display())))?;
+        let (stdout, stderr) = (output("stdout")?, output("stderr")?);
+        let mut record = JobRecord {
+            id: id.clone(),
+            login: login.to_string(),
+            run_as: account.name.clone(),
+            uid: account.uid,
+            argv: argv.clone(),
+            cwd: cwd.display().to_string(),
+            state: "running".into(),
+            started: now_micros(),
+            finished: 0,
+            exit_code: 0,
+            signal: None,
+            reason: String::new(),
+            stdout_bytes: 0,
+            stderr_bytes: 0,
+            caller_uid: caller.uid,
+            caller_pid: caller.pid,
+            caller: caller.name.clone().unwrap_or_default(),
+            pid: 0,
+            pid_start: 0,
+        };
+        // The start is on disk before the process exists (else nothing runs).
+        let draft = exec_draft(Event::ExecStart, &record)
+            .with("env", kept.join(","))
+            .caller(caller);
+        if let Err(err) = self.record(&mut ledger, draft, vec![Store::put_job(&record)]) {
+            let _ = std::fs::remove_dir_all(&dir);
+            return Err(err);
+        }
+
+        let spec = JobSpec {
+            argv,
+            env: job_env,
+            cwd,
+            uid: account.uid,
+            gid: account.gid,
+            gids: account.gids.clone(),
+            stdout,
+            stderr,
+        };
+        let running = match exec::spawn(spec) {
+            Ok(running) => running,
+            Err(err) => {
+                let reason = format!(
+                    "cannot start {} as {} in {}: {err}",
+                    record.argv[0], record.run_as, record.cwd
+                );
+                drop(ledger);
+                self.finish_job(&id, Outcome::Failed(reason.clone()))?;
+                return Err(Error::InvalidArgs(reason));
+            }
+        };
+        record.pid = running.pgid;
+        record.pid_start = process_start_time(running.pgid).unwrap_or(0);
+        // Remembering the pid is best effort (not flushed): it only helps to clean up
+        // after a crash.
+        if let Err(err) = self.store.commit_unflushed(&[Store::put_job(&record)]) {
+            tracing::warn!("cannot record the pid of {id}: {err}");
+        }
+        let cancel = Arc::new(Notify::new());
+        let (done_tx, done) = watch::channel(false);
+        self.running_jobs().insert(
+            id.clone(),
+            super::jobs::RunningJob {
+                run_as: record.run_as.clone(),
+                pgid: running.pgid,
+                cancel: cancel.clone(),
+                done,
+            },
+        );
+        drop(ledger);
+        tracing::info!(
+            "{id} started for {login} as {}: {:?}",
+            record.run_as,
+            record.argv
+        );
+        tokio::spawn(supervise(
+            self.clone(),
+            id.clone(),
+            running,
+            cancel,
+            done_tx,
+        ));
+        Ok(id)
+    }
+
+    /// The job `id` if `caller` acting for `login` may see it: its run-as user is the
+    /// login's effective user, or the caller is an admin.
+    fn visible_job(
+        &self,
+        caller: &Caller,
+        operation: &str,
+        login: &str,
+        id: &str,
+    ) -> Result<JobRecord, Error> {
+        self.authorize(caller, operation, login)?;
+        check_job_id(id)?;
+        let job = self
+            .store
+            .job(id)?
+            .ok_or_else(|| Error::NoSuchJob(format!("no job {id}")))?;
+        let effective = self.effective_identity(login)?.effective;
+        if job.run_as == effective || caller.admin {
+            return Ok(job);
+        }
+        let err = Error::AccessDenied(format!(
+            "job {id} did not run as {effective}, the user {login} acts as"
+        ));
+        let draft = Draft::new(Event::Denied)
+            .with("login", login)
+            .with("effective", effective)
+            .with("job", id);
+        Err(self.deny(caller, operation, draft, err))
+    }
+
+    /// What `Wait` has to wait for.
+    pub fn wait_for(&self, caller: &Caller, login: &str, id: &str) -> Result<WaitFor, Error> {
+        self.visible_job(caller, "Wait", login, id)?;
+        if let Some(running) = self.running_jobs().get(id) {
+            return Ok(WaitFor::Running(running.done.clone()));
+        }
+        // Not running (any more): the record has its end.
+        let (state, exit_code) = self.job_result(id)?;
+        Ok(WaitFor::Finished(state, exit_code))
+    }
+
+    /// The final state of a job that has finished.
+    pub fn job_result(&self, id: &str) -> Result<(String, i32), Error> {
+        let job = self
+            .store
+            .job(id)?
+            .ok_or_else(|| Error::NoSuchJob(format!("no job {id}")))?;
+        Ok((job.state, job.exit_code))
+    }
+
+    pub fn cancel(&self, caller: &Caller, login: &str, id: &str) -> Result<(), Error> {
+        self.visible_job(caller, "Cancel", login, id)?;
+        if let Some(running) = self.running_jobs().get(id) {
+            tracing::info!("{id} cancelled by {caller}");
+            running.cancel.notify_one();
+        }
+        Ok(())
+    }
+
+    /// The jobs that ran as `login`'s effective user, oldest first.
+    pub fn list_jobs(&self, caller: &Caller, login: &str) -> Result<Vec<JobRecord>, Error> {
+        self.authorize(caller, "ListJobs", login)?;
+        let effective = self.effective_identity(login)?.effective;
+        let mut jobs: Vec<JobRecord> = self
+            .store
+            .jobs()?
+            .into_iter()
+            .filter(|job| job.run_as == effective)
+            .collect();
+        jobs.sort_by_key(|job| (job.started, job.id.clone()));
+        Ok(jobs)
+    }
+
+    /// A read-only descriptor of a job's output, recorded as a download.
+    pub fn open_result(
+        &self,
+        caller: &Caller,
+        login: &str,
+        id: &str,
+        stream: &str,
+    ) -> Result<File, Error> {
+        if !STREAMS.contains(&stream) {
+            return Err(Error::InvalidArgs(format!(
+                "unknown stream {stream:?}: use stdout or stderr"
+            )));
+        }
+        let job = self.visible_job(caller, "OpenResult", login, id)?;
+        let path = self.job_dir(id).join(stream);
+        let file = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&path)
+            .map_err(|e| Error::NoSuchJob(format!("the {stream} of job {id} is gone: {e}")))?;
+        let bytes = file.metadata().map(|m| m.len()).unwrap_or(0);
+        let draft = Draft::new(Event::Download)
+            .with("login", login)
+            .with(
+                "proxy",
+                if job.run_as != login {
+                    job.run_as.as_str()
+                } else {
+                    ""
+                },
+            )
+            .with("effective", job.run_as.as_str())
+            .with("job", id)
+            .with("stream", stream)
+            .with("bytes", bytes.to_string())
+            .caller(caller);
+        self.record(&mut self.lock(), draft, Vec::new())?;
+        Ok(file)
+    }
+
+    /// Records how job `id` ended (exec-end), unless it already has.
+    pub(crate) fn finish_job(&self, id: &str, outcome: Outcome) -> Result<(), Error> {
+        let mut ledger = self.lock();
+        let Some(mut job) = self.store.job(id)? else {
+            return Ok(());
+        };
+        if !job.running() {
+            return Ok(());
+        }
+        let dir = self.job_dir(id);
+        job.state = outcome.state().into();
+        job.exit_code = outcome.exit_code();
+        job.finished = now_micros();
+        job.stdout_bytes = exec::output_size(&dir.join("stdout"));
+        job.stderr_bytes = exec::output_size(&dir.join("stderr"));
+        match &outcome {
+            Outcome::Exited(_) => {}
+            Outcome::Killed { signal, reason } => {
+                job.signal = Some(*signal);
+                job.reason = reason.clone();
+            }
+            Outcome::Failed(reason) => job.reason = reason.clone(),
+        }
+        let status = match &outcome {
+            Outcome::Exited(code) => format!("exited with {code}"),
+            Outcome::Killed { signal, reason } => format!("killed by signal {signal} ({reason})"),
+            Outcome::Failed(reason) => format!("failed: {reason}"),
+        };
+        let draft = exec_draft(Event::ExecEnd, &job)
+            .with("state", job.state.as_str())
+            .with("exit_code", job.exit_code.to_string())
+            .with("status", status)
+            .with(
+                "duration_us",
+                (job.finished - job.started).max(0).to_string(),
+            )
+            .with("stdout_bytes", job.stdout_bytes.to_string())
+            .with("stderr_bytes", job.stderr_bytes.to_string())
+            .with("caller_uid", job.caller_uid.to_string())
+            .with("caller_pid", job.caller_pid.to_string())
+            .with("caller", job.caller.as_str());
+        let result = self.record(&mut ledger, draft, vec![Store::put_job(&job)]);
+        self.running_jobs().remove(id);
+        drop(ledger);
+        result?;
+        tracing::info!("{id} of {} as {}: {}", job.login, job.run_as, job.state);
+        self.notify(Notice::JobFinished {
+            id: id.to_string(),
+            run_as: job.run_as,
+            state: job.state,
+            exit_code: job.exit_code,
+        });
+        Ok(())
+    }
+
+    /// At start: jobs recorded as running did so when the daemon stopped. They are
+    /// failed, and a process group still alive from them (same pid *and* start time) is
+    /// killed.
+    pub(super) fn fail_stale_jobs(&self) -> Result<(), Error> {
+        for job in self.store.jobs()?.into_iter().filter(JobRecord::running) {
+            if job.pid > 1
+                && job.pid_start != 0
+                && process_start_time(job.pid) == Some(job.pid_start)
+            {
+                exec::kill_group(job.pid);
+            }
+            self.finish_job(
+                &job.id,
+                Outcome::Failed("proxyuserd stopped while the job ran".into()),
+            )?;
+        }
+        Ok(())
+    }
+
+    /// At shutdown: kills and fails every running job.
+    pub fn stop_jobs(&self) {
+        let running: Vec<(String, u32)> = self
+            .running_jobs()
+            .iter()
+            .map(|(id, job)| (id.clone(), job.pgid))
+            .collect();
+        for (id, pgid) in running {
+            exec::kill_group(pgid);
+            if let Err(err) = self.finish_job(
+                &id,
+                Outcome::Failed("proxyuserd stopped while the job ran".into()),
+            ) {
+                tracing::error!("cannot record the end of {id}: {err}");
+            }
+        }
+    }
+
+    /// Deletes finished jobs (records and output) older than `exec.retention_secs`.
+    pub fn prune_jobs(&self) -> Result<usize, Error> {
+        let retention = self.config.exec.retention_secs;
+        if retention == 0 {
+            return Ok(0);
+        }
+        let cutoff = now_micros() - (retention as i64) * 1_000_000;
+        let mut pruned = 0;
+        for job in self.store.jobs()? {
+            if job.running() || job.finished > cutoff {
+                continue;
+            }
+            // Output first: a record without output says "gone", output without a
+            // record would never be found again.
+            let dir = self.job_dir(&job.id);
+            if let Err(err) = std::fs::remove_dir_all(&dir)
+                && err.kind() != std::io::ErrorKind::NotFound
+            {
+                tracing::warn!("cannot delete {}: {err}", dir.display());
+                continue;
+            }
+            self.store
+                .commit(&[Write::delete(Tree::Jobs, job.id.as_str())])?;
+            pruned += 1;
+        }
+        if pruned > 0 {
+            tracing::info!("pruned {pruned} jobs older than {retention} s");
+        }
+        Ok(pruned)
+    }
+}
+
+fn exec_draft(event: Event, job: &JobRecord) -> Draft {
+    Draft::new(event)
+        .with("login", job.login.as_str())
+        .with(
+            "proxy",
+            if job.run_as != job.login {
+                job.run_as.as_str()
+            } else {
+                ""
+            },
+        )
+        .with("effective", job.run_as.as_str())
+        .with("job", job.id.as_str())
+        .with("argv", serde_json::to_string(&job.argv).unwrap_or_default())
+        .with("cwd", job.cwd.as_str())
+}
+
+/// Waits for a job to end, enforcing its limits and cancellation, then records the end.
+async fn supervise(
+    authority: Arc<Authority>,
+    id: String,
+    mut running: exec::Running,
+    cancel: Arc<Notify>,
+    done: watch::Sender<bool>,
+) {
+    let limits = &authority.config.exec;
+    let dir = authority.job_dir(&id);
+    let deadline = (limits.timeout_secs > 0)
+        .then(|| tokio::time::Instant::now() + Duration::from_secs(limits.timeout_secs));
+    let mut tick = tokio::time::interval(Duration::from_millis(200));
+    let mut reason: Option<String> = None;
+    let status = loop {
+        tokio::select! {
+            status = running.child.wait() => break status,
+            _ = cancel.notified() => {
+                reason.get_or_insert_with(|| "cancelled".into());
+                exec::kill_group(running.pgid);
+            }
+            _ = async { tokio::time::sleep_until(deadline.expect("only polled with a deadline")).await }, if deadline.is_some() && reason.is_none() => {
+                reason = Some(format!("timed out after {} s (exec.timeout_secs)", limits.timeout_secs));
+                exec::kill_group(running.pgid);
+            }
+            _ = tick.tick(), if reason.is_none() => {
+                let written = exec::output_size(&dir.join("stdout")).max(exec::output_size(&dir.join("stderr")));
+                if written > limits.max_output_bytes {
+                    reason = Some(format!("wrote more than {} bytes of output (exec.max_output_bytes)", limits.max_output_bytes));
+                    exec::kill_group(running.pgid);
+                }
+            }
+        }
+    };
+    // Whatever the job left behind in its process group goes with it.
+    exec::kill_group(running.pgid);
+    if reason
+        .as_deref()
+        .is_some_and(|r| r.contains("max_output_bytes"))
+    {
+        for stream in STREAMS {
+            if let Ok(file) = OpenOptions::new().write(true).open(dir.join(stream)) {
+                let _ = file.set_len(
+                    limits
+                        .max_output_bytes
+                        .min(exec::output_size(&dir.join(stream))),
+                );
+            }
+        }
+    }
+    let outcome = match status {
+        Ok(status) => Outcome::from_status(status, reason),
+        Err(err) => Outcome::Failed(format!("cannot wait for the job: {err}")),
+    };
+    let finisher = authority.clone();
+    let finished_id = id.clone();
+    match tokio::task::spawn_blocking(move || finisher.finish_job(&finished_id, outcome)).await {
+        Ok(Ok(())) => {}
+        Ok(Err(err)) => tracing::error!("cannot record the end of {id}: {err}"),
+        Err(err) => tracing::error!("cannot record the end of {id}: {err}"),
+    }
+    let _ = done.send(true);
+}

@@ -1,0 +1,145 @@
+//! `org.proxyuserd1.Jobs` (contract, DESIGN §4).
+
+use std::collections::HashMap;
+
+use zbus::message::Header;
+use zbus::object_server::SignalEmitter;
+use zbus::{Connection, interface};
+
+use super::{BusError, Shared};
+use crate::authority::{Error, WaitFor};
+
+pub struct Jobs(pub Shared);
+
+/// One job as ListJobs reports it.
+type JobRow = (String, String, String, Vec<String>, String, u64, u64, i32);
+
+/// Work run as the login's effective user: its proxy if it has one, else itself.
+#[interface(name = "org.proxyuserd1.Jobs")]
+impl Jobs {
+    /// Runs argv (no shell; argv[0] an absolute path) as the login's effective user.
+    /// env holds the caller's variables, of which only those in exec.env_keep are
+    /// passed; cwd "" means the user's home. Returns the job id.
+    #[zbus(out_args("job_id"))]
+    async fn exec(
+        &self,
+        #[zbus(connection)] connection: &Connection,
+        #[zbus(header)] header: Header<'_>,
+        login: String,
+        argv: Vec<String>,
+        env: HashMap<String, String>,
+        cwd: String,
+    ) -> Result<String, BusError> {
+        let authority = self.0.authority.clone();
+        self.0
+            .call(connection, &header, move |_, c| {
+                authority.exec(c, &login, argv, env, &cwd)
+            })
+            .await
+    }
+
+    /// Waits until the job has ended; state is exited, killed or failed, exit_code the
+    /// exit status, 128 + signal, or -1.
+    #[zbus(out_args("state", "exit_code"))]
+    async fn wait(
+        &self,
+        #[zbus(connection)] connection: &Connection,
+        #[zbus(header)] header: Header<'_>,
+        login: String,
+        job_id: String,
+    ) -> Result<(String, i32), BusError> {
+        let id = job_id.clone();
+        let waiting = self
+            .0
+            .call(connection, &header, move |a, c| a.wait_for(c, &login, &id))
+            .await?;
+        match waiting {
+            WaitFor::Finished(state, code) => Ok((state, code)),
+            WaitFor::Running(mut done) => {
+                // The sender goes away only once the end is recorded.
+                let _ = done.wait_for(|finished| *finished).await;
+                let authority = self.0.authority.clone();
+                tokio::task::spawn_blocking(move || authority.job_result(&job_id))
+                    .await
+                    .map_err(|e| BusError::from(Error::Failed(e.to_string())))?
+                    .map_err(BusError::from)
+            }
+        }
+    }
+
+    /// Kills the job's whole process group.
+    async fn cancel(
+        &self,
+        #[zbus(connection)] connection: &Connection,
+        #[zbus(header)] header: Header<'_>,
+        login: String,
+        job_id: String,
+    ) -> Result<(), BusError> {
+        self.0
+            .call(connection, &header, move |a, c| {
+                a.cancel(c, &login, &job_id)
+            })
+            .await
+    }
+
+    /// The jobs of the login's effective user: id, submitted-by login, run-as user,
+    /// argv, state (running, exited, killed, failed), started and finished (µs since the
+    /// epoch, finished 0 while running), exit code.
+    #[zbus(out_args("jobs"))]
+    async fn list_jobs(
+        &self,
+        #[zbus(connection)] connection: &Connection,
+        #[zbus(header)] header: Header<'_>,
+        login: String,
+    ) -> Result<Vec<JobRow>, BusError> {
+        let jobs = self
+            .0
+            .call(connection, &header, move |a, c| a.list_jobs(c, &login))
+            .await?;
+        Ok(jobs
+            .into_iter()
+            .map(|j| {
+                let micros = |t: i64| u64::try_from(t).unwrap_or(0);
+                (
+                    j.id,
+                    j.login,
+                    j.run_as,
+                    j.argv,
+                    j.state,
+                    micros(j.started),
+                    micros(j.finished),
+                    j.exit_code,
+                )
+            })
+            .collect())
+    }
+
+    /// A read-only file descriptor of the job's stdout or stderr; audited as a download.
+    #[zbus(out_args("fd"))]
+    async fn open_result(
+        &self,
+        #[zbus(connection)] connection: &Connection,
+        #[zbus(header)] header: Header<'_>,
+        login: String,
+        job_id: String,
+        stream: String,
+    ) -> Result<zbus::OwnedFd, BusError> {
+        let file = self
+            .0
+            .call(connection, &header, move |a, c| {
+                a.open_result(c, &login, &job_id, &stream)
+            })
+            .await?;
+        Ok(zbus::OwnedFd::from(std::os::fd::OwnedFd::from(file)))
+    }
+
+    /// A job ended.
+    #[zbus(signal)]
+    pub async fn job_finished(
+        emitter: &SignalEmitter<'_>,
+        job_id: &str,
+        run_as: &str,
+        state: &str,
+        exit_code: i32,
+    ) -> zbus::Result<()>;
+}

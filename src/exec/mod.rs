@@ -1,0 +1,140 @@
+//! How a job is started as another user, and how it ends.
+//!
+//! The direct backend forks the daemon: everything the child needs is computed before
+//! the fork (supplementary groups from NSS, the environment, C strings), and the child
+//! then only makes async-signal-safe system calls: setgroups → setresgid → setresuid
+//! (std's `uid()`/`gid()` alone would drop the supplementary groups), a check that the
+//! switch took, a new session, `umask 077`, the working directory *after* the switch (so
+//! the job cannot start in a directory its user could not enter), and exec. No shell.
+
+use std::ffi::CString;
+use std::fs::File;
+use std::io;
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::{ExitStatus, Stdio};
+
+use nix::sys::signal::{SigHandler, Signal, kill, signal};
+use nix::sys::stat::{Mode, umask};
+use nix::unistd::{
+    Gid, Pid, Uid, chdir, getegid, geteuid, getgid, getuid, setgroups, setresgid, setresuid, setsid,
+};
+
+/// Everything needed to start a job.
+#[derive(Debug)]
+pub struct JobSpec {
+    pub argv: Vec<String>,
+    /// The complete environment of the job.
+    pub env: Vec<(String, String)>,
+    pub cwd: PathBuf,
+    pub uid: u32,
+    pub gid: u32,
+    /// Every group of the run-as user, primary included.
+    pub gids: Vec<u32>,
+    pub stdout: File,
+    pub stderr: File,
+}
+
+/// How a job ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Exited(i32),
+    Killed { signal: i32, reason: String },
+    Failed(String),
+}
+
+impl Outcome {
+    pub fn state(&self) -> &'static str {
+        match self {
+            Outcome::Exited(_) => "exited",
+            Outcome::Killed { .. } => "killed",
+            Outcome::Failed(_) => "failed",
+        }
+    }
+
+    /// Exit code as a shell reports it: the code, 128 + signal, or -1.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Outcome::Exited(code) => *code,
+            Outcome::Killed { signal, .. } => 128 + signal,
+            Outcome::Failed(_) => -1,
+        }
+    }
+
+    /// From a wait status; `reason` says why we killed it, if we did.
+    pub fn from_status(status: ExitStatus, reason: Option<String>) -> Self {
+        match (status.code(), status.signal()) {
+            (Some(code), _) => Outcome::Exited(code),
+            (None, Some(signal)) => Outcome::Killed {
+                signal,
+                reason: reason.unwrap_or_else(|| format!("terminated by signal {signal}")),
+            },
+            _ => Outcome::Failed(format!("unexpected wait status {status}")),
+        }
+    }
+}
+
+/// A started job.
+pub struct Running {
+    pub child: tokio::process::Child,
+    /// The job's process group (it leads a new session).
+    pub pgid: u32,
+}
+
+/// Starts `spec` as its user (direct backend). An `Err` means nothing runs: the
+/// identity switch, the working directory or the exec failed, as the job's user.
+pub fn spawn(spec: JobSpec) -> io::Result<Running> {
+    let (program, args) = spec
+        .argv
+        .split_first()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "empty argv"))?;
+    let cwd = CString::new(spec.cwd.as_os_str().as_encoded_bytes())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in cwd"))?;
+    let gids: Vec<Gid> = spec.gids.iter().map(|&g| Gid::from_raw(g)).collect();
+    let (uid, gid) = (Uid::from_raw(spec.uid), Gid::from_raw(spec.gid));
+
+    let mut command = tokio::process::Command::new(Path::new(program));
+    command
+        .args(args)
+        .env_clear()
+        .envs(spec.env)
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(spec.stdout))
+        .stderr(Stdio::from(spec.stderr))
+        .kill_on_drop(false);
+    // SAFETY: the closure runs in the forked child before exec. It only makes
+    // async-signal-safe system calls (no allocation, no locks: `gids` and `cwd` were
+    // built before the fork and are only read), and returns errors, which std reports
+    // to the parent as the spawn result.
+    unsafe {
+        command.pre_exec(move || {
+            // The daemon ignores SIGXFSZ; ignored signals stay ignored across exec.
+            signal(Signal::SIGXFSZ, SigHandler::SigDfl)?;
+            setgroups(&gids)?;
+            setresgid(gid, gid, gid)?;
+            setresuid(uid, uid, uid)?;
+            if getuid() != uid || geteuid() != uid || getgid() != gid || getegid() != gid {
+                return Err(io::Error::from_raw_os_error(libc::EPERM));
+            }
+            setsid()?;
+            umask(Mode::from_bits_truncate(0o077));
+            chdir(cwd.as_c_str())?;
+            Ok(())
+        });
+    }
+    let child = command.spawn()?;
+    let pgid = child.id().unwrap_or(0);
+    Ok(Running { child, pgid })
+}
+
+/// SIGKILL to a job's whole process group. Gone already is fine.
+pub fn kill_group(pgid: u32) {
+    if pgid > 1 {
+        let _ = kill(Pid::from_raw(-(pgid as i32)), Signal::SIGKILL);
+    }
+}
+
+/// The sizes of a job's output files.
+pub fn output_size(path: &Path) -> u64 {
+    std::fs::metadata(path).map(|m| m.len()).unwrap_or(0)
+}
