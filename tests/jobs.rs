@@ -504,3 +504,62 @@ fn bad_exec_and_job_arguments_get_clear_errors() {
         out.stderr
     );
 }
+
+#[test]
+fn the_python_gateway_example_runs_a_job_for_a_web_user() {
+    let env = Env::with(
+        "jobgateway",
+        "",
+        &[
+            ("10-base.toml", BASE_RULES),
+            (
+                "20-web.toml",
+                "[[allow]]\nlogins = [\"web-alice\"]\nproxies = [\"pxt-etl\"]\n",
+            ),
+        ],
+    );
+    let out = env
+        .command_as(GATEWAY, "/usr/bin/python3")
+        .arg(repo().join("examples/gateway.py"))
+        .args(["web-alice", ETL, "/usr/bin/id", "-un"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(
+        lines[0],
+        format!("web-alice acts as {ETL} (uid {})", ids(ETL).0)
+    );
+    assert!(lines[1].ends_with(": exited, exit code 0"), "{stdout}");
+    assert_eq!(lines[2], ETL);
+    let download = env.audit_events("download");
+    assert_eq!(download.len(), 1);
+    assert_eq!(download[0]["login"], "web-alice");
+    assert_eq!(download[0]["caller"], GATEWAY);
+}
+
+#[test]
+fn old_jobs_and_their_output_are_pruned() {
+    let env = Env::with(
+        "jobprune",
+        "[exec]\nretention_secs = 1\n",
+        &[("10-base.toml", BASE_RULES)],
+    );
+    env.ctl_ok(ALICE, &["proxy", "set", ETL]);
+    env.ctl_ok(ALICE, &["exec", "--", "/bin/true"]);
+    let id = jobs(&env, ALICE)[0]["id"].as_str().unwrap().to_string();
+    let output = env.state_dir().join("jobs").join(&id);
+    assert!(output.join("stdout").exists());
+    eventually("the job is pruned", || jobs(&env, ALICE).is_empty());
+    assert!(!output.exists(), "its output is gone too");
+    // Running jobs are never pruned.
+    let running = detach(&env, ALICE, &["/bin/sleep", "300"]);
+    std::thread::sleep(std::time::Duration::from_millis(2500));
+    assert!(job(&jobs(&env, ALICE), &running).is_some());
+    env.ctl_ok(ALICE, &["cancel", &running]);
+}
