@@ -34,6 +34,9 @@ pub trait Admin {
         since_seq: u64,
         max: u32,
     ) -> zbus::Result<Vec<(u64, HashMap<String, String>)>>;
+    #[allow(clippy::type_complexity)]
+    fn list_sessions(&self) -> zbus::Result<Vec<(String, String, String, String, u64, u64, u64)>>;
+    fn close_session_by_id(&self, id: &str) -> zbus::Result<()>;
     #[zbus(property)]
     fn version(&self) -> zbus::Result<String>;
     #[zbus(property)]
@@ -71,4 +74,20 @@ pub trait Jobs {
         state: &str,
         exit_code: i32,
     ) -> zbus::Result<()>;
+}
+
+/// (login, effective, proxy, uid, gid), as the Sessions interface resolves a ticket.
+pub type SessionIdentity = (String, String, String, u32, u32);
+
+#[proxy(
+    interface = "org.proxyuserd1.Sessions",
+    default_service = "org.proxyuserd1",
+    default_path = "/org/proxyuserd1"
+)]
+pub trait Sessions {
+    fn open_session(&self, login: &str) -> zbus::Result<String>;
+    fn open_proxy_session(&self, ticket: &str, proxy: &str) -> zbus::Result<String>;
+    fn resolve_ticket(&self, ticket: &str) -> zbus::Result<SessionIdentity>;
+    fn resolve_cookies(&self, cookie_header: &str) -> zbus::Result<SessionIdentity>;
+    fn close_session(&self, ticket: &str) -> zbus::Result<()>;
 }

@@ -67,3 +67,23 @@ pub fn process_start_time(pid: u32) -> Option<u64> {
     let after_name = &stat[stat.rfind(')')? + 1..];
     after_name.split_whitespace().nth(19)?.parse().ok()
 }
+
+/// `len` bytes from the kernel's CSPRNG (`getrandom(2)`, blocking until it is seeded).
+pub fn random_bytes(len: usize) -> std::io::Result<Vec<u8>> {
+    let mut buf = vec![0u8; len];
+    let mut filled = 0;
+    while filled < len {
+        // SAFETY: the pointer and length describe the unfilled tail of `buf`, which is
+        // valid for writes of that many bytes.
+        let n = unsafe { libc::getrandom(buf[filled..].as_mut_ptr().cast(), len - filled, 0) };
+        if n < 0 {
+            let err = std::io::Error::last_os_error();
+            if err.kind() == std::io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(err);
+        }
+        filled += n as usize;
+    }
+    Ok(buf)
+}

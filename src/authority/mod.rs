@@ -7,9 +7,11 @@
 //! to a concurrent reload. Readers (`Resolve`, `CheckProxy`) take no lock: the compiled
 //! rules are swapped atomically and the store is read directly.
 
+mod cookies;
 mod jobs;
 mod proxy;
 mod rules;
+mod sessions;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -28,6 +30,7 @@ use crate::sys::now_micros;
 
 pub use jobs::{STREAMS, WaitFor};
 pub use proxy::Identity;
+pub use sessions::SessionIdentity;
 
 /// What went wrong, one variant per D-Bus error of the contract. Messages name the
 /// offending value and never another user's data.
@@ -135,6 +138,7 @@ impl Authority {
         });
         authority.load_rules_at_start()?;
         authority.fail_stale_jobs().map_err(|e| e.to_string())?;
+        authority.purge_sessions().map_err(|e| e.to_string())?;
         Ok((authority, receiver))
     }
 

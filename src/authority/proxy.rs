@@ -127,6 +127,21 @@ impl Authority {
 
     pub fn set_proxy(&self, caller: &Caller, login: &str, proxy: &str) -> Result<(), Error> {
         self.authorize(caller, "SetProxy", login)?;
+        self.associate(caller, "SetProxy", login, proxy, |draft| draft, Vec::new())
+    }
+
+    /// Makes `proxy` the proxy of `login` if the rules allow it, recording `proxy-set`
+    /// (with `more` fields) together with `writes`. Proxy sessions of the login for
+    /// another proxy end with it. The caller is authorized already.
+    pub(super) fn associate(
+        &self,
+        caller: &Caller,
+        operation: &str,
+        login: &str,
+        proxy: &str,
+        more: impl FnOnce(Draft) -> Draft,
+        mut writes: Vec<Write>,
+    ) -> Result<(), Error> {
         let proxy_account = self.proxy_account(proxy)?;
         let login_account = self.login_account(login)?;
         let mut ledger = self.lock();
@@ -141,7 +156,7 @@ impl Authority {
             let draft = Draft::new(Event::Denied)
                 .with("login", login)
                 .with("proxy", proxy);
-            return Err(self.deny(caller, "SetProxy", draft, err));
+            return Err(self.deny(caller, operation, draft, err));
         };
         let previous = self.store.association(login)?.map(|a| a.proxy);
         let association = Association {
@@ -149,15 +164,18 @@ impl Authority {
             since: now_micros(),
             by_uid: caller.uid,
         };
+        let (ended, ended_ids) = self.stale_proxy_sessions(login, Some(proxy))?;
         let draft = Draft::new(Event::ProxySet)
             .with("login", login)
             .with("proxy", proxy)
             .with("effective", proxy)
             .with("previous", previous.unwrap_or_default())
             .with("rule", rule.to_string())
+            .with("ended_sessions", ended_ids.join(","))
             .caller(caller);
-        let write = Write::put(Tree::Associations, login, &association);
-        self.record(&mut ledger, draft, vec![write])?;
+        writes.push(Write::put(Tree::Associations, login, &association));
+        writes.extend(ended);
+        self.record(&mut ledger, more(draft), writes)?;
         self.notify(Notice::ProxyChanged {
             login: login.into(),
             proxy: proxy.into(),
@@ -172,16 +190,15 @@ impl Authority {
         let Some(association) = self.store.association(login)? else {
             return Ok(());
         };
+        let (mut writes, ended_ids) = self.stale_proxy_sessions(login, None)?;
         let draft = Draft::new(Event::ProxyCleared)
             .with("login", login)
             .with("proxy", association.proxy.as_str())
             .with("effective", login)
+            .with("ended_sessions", ended_ids.join(","))
             .caller(caller);
-        self.record(
-            &mut ledger,
-            draft,
-            vec![Write::delete(Tree::Associations, login)],
-        )?;
+        writes.push(Write::delete(Tree::Associations, login));
+        self.record(&mut ledger, draft, writes)?;
         self.notify(Notice::ProxyChanged {
             login: login.into(),
             proxy: association.proxy,
@@ -224,16 +241,15 @@ impl Authority {
             Some(current) if current.proxy == proxy => {}
             _ => return Ok(()),
         }
+        let (mut writes, ended_ids) = self.stale_proxy_sessions(login, None)?;
         let draft = Draft::new(Event::ProxyRevoked)
             .with("login", login)
             .with("proxy", proxy)
             .with("effective", login)
-            .with("reason", reason);
-        self.record(
-            ledger,
-            draft,
-            vec![Write::delete(Tree::Associations, login)],
-        )?;
+            .with("reason", reason)
+            .with("ended_sessions", ended_ids.join(","));
+        writes.push(Write::delete(Tree::Associations, login));
+        self.record(ledger, draft, writes)?;
         tracing::info!("revoked {login} → {proxy}: {reason}");
         self.notify(Notice::ProxyChanged {
             login: login.into(),

@@ -93,6 +93,49 @@ impl Admin {
             .collect())
     }
 
+    /// Open sessions: short id, kind (login or proxy), login, proxy, created, last
+    /// used and end (µs since the epoch). Never the tickets.
+    #[zbus(out_args("sessions"))]
+    async fn list_sessions(
+        &self,
+        #[zbus(connection)] connection: &Connection,
+        #[zbus(header)] header: Header<'_>,
+    ) -> Result<Vec<(String, String, String, String, u64, u64, u64)>, BusError> {
+        let sessions = self
+            .0
+            .call(connection, &header, |a, c| a.list_sessions(c))
+            .await?;
+        let micros = |t: i64| u64::try_from(t).unwrap_or(0);
+        Ok(sessions
+            .into_iter()
+            .map(|(s, end)| {
+                (
+                    s.id,
+                    s.kind,
+                    s.login,
+                    s.proxy,
+                    micros(s.created),
+                    micros(s.last_used),
+                    micros(end),
+                )
+            })
+            .collect())
+    }
+
+    /// Closes a session by its short id (and the proxy sessions of a login session).
+    async fn close_session_by_id(
+        &self,
+        #[zbus(connection)] connection: &Connection,
+        #[zbus(header)] header: Header<'_>,
+        id: String,
+    ) -> Result<(), BusError> {
+        self.0
+            .call(connection, &header, move |a, c| {
+                a.close_session_by_id(c, &id)
+            })
+            .await
+    }
+
     /// The daemon's version.
     #[zbus(property(emits_changed_signal = "const"))]
     async fn version(&self) -> String {

@@ -6,6 +6,7 @@ mod admin;
 mod callers;
 mod identity;
 mod jobs;
+mod sessions;
 
 use std::sync::Arc;
 
@@ -22,6 +23,7 @@ pub use admin::Admin;
 pub use callers::Callers;
 pub use identity::Identity;
 pub use jobs::Jobs;
+pub use sessions::Sessions;
 
 /// The well-known name and object path (contract).
 pub const BUS_NAME: &str = "org.proxyuserd1";

@@ -82,6 +82,11 @@ enum Command {
         #[arg(long)]
         login: Option<String>,
     },
+    /// Open web sessions (admins): login, proxy, created, last used, end. Never tickets.
+    Sessions {
+        #[command(subcommand)]
+        command: Option<SessionsCommand>,
+    },
     /// Show the audit log (admins).
     Audit {
         /// First sequence number to show.
@@ -111,6 +116,14 @@ enum ProxyCommand {
         #[arg(long)]
         login: Option<String>,
     },
+}
+
+#[derive(Subcommand, Debug)]
+enum SessionsCommand {
+    /// List open sessions (the default).
+    List,
+    /// Close a session by its id (a login session ends its proxy sessions).
+    Close { id: String },
 }
 
 #[derive(Subcommand, Debug)]
@@ -288,6 +301,16 @@ async fn run(cli: Cli) -> Outcome {
             )
             .await?;
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Sessions { command } => {
+            let admin = AdminProxy::new(&connection).await?;
+            match command {
+                Some(SessionsCommand::Close { id }) => {
+                    admin.close_session_by_id(&id).await?;
+                    Ok(ExitCode::SUCCESS)
+                }
+                None | Some(SessionsCommand::List) => list_sessions(&admin, json).await,
+            }
         }
         Command::Cancel { job, login } => {
             JobsProxy::new(&connection)
@@ -589,6 +612,42 @@ async fn list_jobs(jobs: &JobsProxy<'_>, login: String, json: bool) -> Outcome {
         println!(
             "{id:<12} {state:<8} {exit:>4} {run_as:<14} {login:<14} {started:<27} {}",
             argv.join(" ")
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn list_sessions(admin: &AdminProxy<'_>, json: bool) -> Outcome {
+    let sessions = admin.list_sessions().await?;
+    let time = |t: u64| format_time(i64::try_from(t).unwrap_or(0));
+    if json {
+        let list: Vec<_> = sessions
+            .iter()
+            .map(|(id, kind, login, proxy, created, used, end)| {
+                json!({
+                    "id": id, "kind": kind, "login": login, "proxy": proxy,
+                    "created": created, "last_used": used, "expires": end,
+                })
+            })
+            .collect();
+        print_json(&json!(list));
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "{:<17} {:<5} {:<16} {:<16} {:<27} {:<27} ENDS",
+        "ID", "KIND", "LOGIN", "PROXY", "CREATED", "LAST USED"
+    );
+    for (id, kind, login, proxy, created, used, end) in sessions {
+        let proxy = if proxy.is_empty() {
+            "-".to_string()
+        } else {
+            proxy
+        };
+        println!(
+            "{id:<17} {kind:<5} {login:<16} {proxy:<16} {:<27} {:<27} {}",
+            time(created),
+            time(used),
+            time(end)
         );
     }
     Ok(ExitCode::SUCCESS)

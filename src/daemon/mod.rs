@@ -13,7 +13,7 @@ use zbus::connection::Builder;
 
 use crate::audit::journal::{self, Journal};
 use crate::authority::{Authority, next_check};
-use crate::bus::{self, Admin, BUS_NAME, Callers, Identity, Jobs, OBJECT_PATH, Shared};
+use crate::bus::{self, Admin, BUS_NAME, Callers, Identity, Jobs, OBJECT_PATH, Sessions, Shared};
 use crate::sys;
 use config::Config;
 
@@ -75,6 +75,7 @@ pub async fn run(config: Config) -> Result<(), String> {
         .serve_at(OBJECT_PATH, Identity(shared.clone()))
         .serve_at(OBJECT_PATH, Admin(shared.clone()))
         .serve_at(OBJECT_PATH, Jobs(shared.clone()))
+        .serve_at(OBJECT_PATH, Sessions(shared.clone()))
         .name(BUS_NAME)
         .build()
         .await
@@ -83,6 +84,7 @@ pub async fn run(config: Config) -> Result<(), String> {
     tokio::spawn(callers.clone().forget_departed(connection.clone()));
     tokio::spawn(watch_expiry(authority.clone()));
     tokio::spawn(prune_jobs(authority.clone()));
+    tokio::spawn(purge_sessions(authority.clone()));
     tracing::info!(
         "proxyuserd {} serving {BUS_NAME}, rules generation {}",
         env!("CARGO_PKG_VERSION"),
@@ -175,6 +177,22 @@ async fn prune_jobs(authority: Arc<Authority>) {
         match tokio::task::spawn_blocking(move || authority.prune_jobs()).await {
             Ok(Err(err)) => tracing::error!("pruning old jobs failed: {err}"),
             Err(err) => tracing::error!("pruning old jobs failed: {err}"),
+            Ok(Ok(_)) => {}
+        }
+    }
+}
+
+/// Ends expired sessions soon after they expire.
+async fn purge_sessions(authority: Arc<Authority>) {
+    let sessions = &authority.config().sessions;
+    let every = (sessions.idle_secs.min(sessions.ttl_secs) / 4).clamp(1, 60);
+    let mut every = tokio::time::interval(Duration::from_secs(every));
+    loop {
+        every.tick().await;
+        let authority = authority.clone();
+        match tokio::task::spawn_blocking(move || authority.purge_sessions()).await {
+            Ok(Err(err)) => tracing::error!("purging expired sessions failed: {err}"),
+            Err(err) => tracing::error!("purging expired sessions failed: {err}"),
             Ok(Ok(_)) => {}
         }
     }

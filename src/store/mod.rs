@@ -161,6 +161,25 @@ impl JobRecord {
     }
 }
 
+/// A session ticket, stored under the SHA-256 of the ticket (never the ticket).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionRecord {
+    /// A short, non-reversible id (a prefix of the key hash) for audit and admins.
+    pub id: String,
+    /// `login` or `proxy`.
+    pub kind: String,
+    pub login: String,
+    /// The proxy of a proxy ticket; "" for a login ticket.
+    pub proxy: String,
+    /// The key of the login ticket a proxy ticket is bound to; "" for a login ticket.
+    pub parent: String,
+    pub created: Micros,
+    pub last_used: Micros,
+    /// Absolute end (created + ttl).
+    pub expires: Micros,
+    pub by_uid: u32,
+}
+
 /// The rule files of the last rule set that validated, so a daemon that starts with
 /// broken files keeps serving the rules it had.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -284,6 +303,17 @@ impl Store {
 
     pub fn put_job(job: &JobRecord) -> Write {
         Write::put(Tree::Jobs, job.id.as_str(), job)
+    }
+
+    pub fn session(&self, key: &str) -> Result<Option<SessionRecord>, StoreError> {
+        self.get(Tree::Sessions, key.as_bytes())
+    }
+
+    /// Every session with its key.
+    pub fn sessions(&self) -> Result<Vec<(String, SessionRecord)>, StoreError> {
+        self.scan(Tree::Sessions, b"")?
+            .map(|r| r.map(|(k, v)| (String::from_utf8_lossy(&k).into_owned(), v)))
+            .collect()
     }
 
     pub fn live_rules(&self) -> Result<Vec<(String, String)>, StoreError> {

@@ -414,6 +414,38 @@ impl Env {
         Out::from(command.args(args).output().unwrap())
     }
 
+    /// A method call on our object as `user` through busctl: the reply's values as JSON,
+    /// or the error message busctl printed.
+    pub fn call(
+        &self,
+        user: &str,
+        interface_method: &str,
+        signature: &str,
+        args: &[&str],
+    ) -> Result<Vec<serde_json::Value>, String> {
+        let (interface, method) = interface_method.rsplit_once('.').unwrap();
+        let interface = format!("org.proxyuserd1.{interface}");
+        let mut all = vec![
+            "--json=short",
+            "call",
+            "org.proxyuserd1",
+            "/org/proxyuserd1",
+            &interface,
+            method,
+        ];
+        if !signature.is_empty() {
+            all.push(signature);
+            all.extend_from_slice(args);
+        }
+        let out = self.busctl(user, &all);
+        if !out.ok() {
+            return Err(out.stderr);
+        }
+        let reply: serde_json::Value =
+            serde_json::from_str(&out.stdout).unwrap_or(serde_json::Value::Null);
+        Ok(reply["data"].as_array().cloned().unwrap_or_default())
+    }
+
     /// `dbus-send --print-reply` of METHOD on our object as `user`; stderr names errors.
     pub fn dbus_send(&self, user: &str, method: &str, args: &[&str]) -> Out {
         let mut command = self.command_as(user, "dbus-send");
