@@ -29,7 +29,7 @@ const MAX_ENV: usize = 1024;
 /// A job the daemon is supervising.
 pub(super) struct RunningJob {
     run_as: String,
-    pgid: u32,
+    killer: exec::Killer,
     cancel: Arc<Notify>,
     done: watch::Receiver<bool>,
 }
@@ -184,7 +184,8 @@ impl Authority {
             .mode(0o700)
             .create(&dir)
             .map_err(|e| Error::Failed(format!("cannot create {}: {e}", dir.display())))?;
-        let (stdout, stderr) = (output("stdout")?, output("stderr")?);
+        output("stdout")?;
+        output("stderr")?;
         let mut record = JobRecord {
             id: id.clone(),
             login: login.to_string(),
@@ -205,6 +206,7 @@ impl Authority {
             caller: caller.name.clone().unwrap_or_default(),
             pid: 0,
             pid_start: 0,
+            unit: String::new(),
         };
         // The start is on disk before the process exists (else nothing runs).
         let draft = exec_draft(Event::ExecStart, &record)
@@ -219,14 +221,15 @@ impl Authority {
             argv,
             env: job_env,
             cwd,
+            user: account.name.clone(),
             uid: account.uid,
             gid: account.gid,
             gids: account.gids.clone(),
-            stdout,
-            stderr,
+            stdout: dir.join("stdout"),
+            stderr: dir.join("stderr"),
         };
-        let running = match exec::spawn(spec) {
-            Ok(running) => running,
+        let started = match self.start(&id, spec) {
+            Ok(started) => started,
             Err(err) => {
                 let reason = format!(
                     "cannot start {} as {} in {}: {err}",
@@ -237,10 +240,11 @@ impl Authority {
                 return Err(Error::InvalidArgs(reason));
             }
         };
-        record.pid = running.pgid;
-        record.pid_start = process_start_time(running.pgid).unwrap_or(0);
-        // Remembering the pid is best effort (not flushed): it only helps to clean up
-        // after a crash.
+        record.pid = started.pid();
+        record.pid_start = process_start_time(record.pid).unwrap_or(0);
+        record.unit = started.unit().to_string();
+        // Remembering the pid or unit is best effort (not flushed): it only helps to
+        // clean up after a crash.
         if let Err(err) = self.store.commit_unflushed(&[Store::put_job(&record)]) {
             tracing::warn!("cannot record the pid of {id}: {err}");
         }
@@ -250,7 +254,7 @@ impl Authority {
             id.clone(),
             super::jobs::RunningJob {
                 run_as: record.run_as.clone(),
-                pgid: running.pgid,
+                killer: started.killer(),
                 cancel: cancel.clone(),
                 done,
             },
@@ -264,11 +268,33 @@ impl Authority {
         tokio::spawn(supervise(
             self.clone(),
             id.clone(),
-            running,
+            started,
             cancel,
             done_tx,
         ));
         Ok(id)
+    }
+
+    /// Starts a job with the configured backend. Returns once the program runs (or
+    /// could not be started).
+    fn start(&self, id: &str, spec: JobSpec) -> Result<exec::Started, String> {
+        match &self.backend {
+            exec::Backend::Direct => exec::spawn(spec).map(exec::Started::Direct).map_err(|e| e.to_string()),
+            exec::Backend::Systemd(systemd, limits) => {
+                let unit = format!("proxyuserd-{id}.service");
+                let watch = tokio::runtime::Handle::current().block_on(systemd.start(
+                    &unit,
+                    &spec,
+                    limits,
+                    self.config.exec.timeout_secs,
+                ))?;
+                Ok(exec::Started::Unit {
+                    systemd: systemd.clone(),
+                    name: unit,
+                    watch,
+                })
+            }
+        }
     }
 
     /// The job `id` if `caller` acting for `login` may see it: its run-as user is the
@@ -443,7 +469,11 @@ impl Authority {
     /// killed.
     pub(super) fn fail_stale_jobs(&self) -> Result<(), Error> {
         for job in self.store.jobs()?.into_iter().filter(JobRecord::running) {
-            if job.pid > 1
+            if !job.unit.is_empty() {
+                if let exec::Backend::Systemd(systemd, _) = &self.backend {
+                    tokio::runtime::Handle::current().block_on(systemd.kill(&job.unit));
+                }
+            } else if job.pid > 1
                 && job.pid_start != 0
                 && process_start_time(job.pid) == Some(job.pid_start)
             {
@@ -459,13 +489,13 @@ impl Authority {
 
     /// At shutdown: kills and fails every running job.
     pub fn stop_jobs(&self) {
-        let running: Vec<(String, u32)> = self
+        let running: Vec<(String, exec::Killer)> = self
             .running_jobs()
             .iter()
-            .map(|(id, job)| (id.clone(), job.pgid))
+            .map(|(id, job)| (id.clone(), job.killer.clone()))
             .collect();
-        for (id, pgid) in running {
-            exec::kill_group(pgid);
+        for (id, killer) in running {
+            tokio::runtime::Handle::current().block_on(killer.kill());
             if let Err(err) = self.finish_job(
                 &id,
                 Outcome::Failed("proxyuserd stopped while the job ran".into()),
@@ -528,56 +558,50 @@ fn exec_draft(event: Event, job: &JobRecord) -> Draft {
 async fn supervise(
     authority: Arc<Authority>,
     id: String,
-    mut running: exec::Running,
+    mut started: exec::Started,
     cancel: Arc<Notify>,
     done: watch::Sender<bool>,
 ) {
     let limits = &authority.config.exec;
     let dir = authority.job_dir(&id);
+    let killer = started.killer();
     let deadline = (limits.timeout_secs > 0)
         .then(|| tokio::time::Instant::now() + Duration::from_secs(limits.timeout_secs));
     let mut tick = tokio::time::interval(Duration::from_millis(200));
     let mut reason: Option<String> = None;
-    let status = loop {
+    let ended = loop {
         tokio::select! {
-            status = running.child.wait() => break status,
+            ended = started.wait() => break ended,
             _ = cancel.notified() => {
                 reason.get_or_insert_with(|| "cancelled".into());
-                exec::kill_group(running.pgid);
+                killer.kill().await;
             }
             _ = async { tokio::time::sleep_until(deadline.expect("only polled with a deadline")).await }, if deadline.is_some() && reason.is_none() => {
                 reason = Some(format!("timed out after {} s (exec.timeout_secs)", limits.timeout_secs));
-                exec::kill_group(running.pgid);
+                killer.kill().await;
             }
             _ = tick.tick(), if reason.is_none() => {
                 let written = exec::output_size(&dir.join("stdout")).max(exec::output_size(&dir.join("stderr")));
                 if written > limits.max_output_bytes {
                     reason = Some(format!("wrote more than {} bytes of output (exec.max_output_bytes)", limits.max_output_bytes));
-                    exec::kill_group(running.pgid);
+                    killer.kill().await;
                 }
             }
         }
     };
-    // Whatever the job left behind in its process group goes with it.
-    exec::kill_group(running.pgid);
-    if reason
-        .as_deref()
-        .is_some_and(|r| r.contains("max_output_bytes"))
-    {
+    // Whatever the job left behind in its process group goes with it (a unit's cgroup
+    // is emptied by systemd itself).
+    if let exec::Killer::Group(_) = killer {
+        killer.kill().await;
+    }
+    if reason.as_deref().is_some_and(|r| r.contains("max_output_bytes")) {
         for stream in STREAMS {
             if let Ok(file) = OpenOptions::new().write(true).open(dir.join(stream)) {
-                let _ = file.set_len(
-                    limits
-                        .max_output_bytes
-                        .min(exec::output_size(&dir.join(stream))),
-                );
+                let _ = file.set_len(limits.max_output_bytes.min(exec::output_size(&dir.join(stream))));
             }
         }
     }
-    let outcome = match status {
-        Ok(status) => Outcome::from_status(status, reason),
-        Err(err) => Outcome::Failed(format!("cannot wait for the job: {err}")),
-    };
+    let outcome = Outcome::from_ended(ended, reason);
     let finisher = authority.clone();
     let finished_id = id.clone();
     match tokio::task::spawn_blocking(move || finisher.finish_job(&finished_id, outcome)).await {

@@ -112,6 +112,7 @@ pub struct Authority {
     /// Woken when the rules change, so the expiry timer recomputes its deadline.
     rules_changed: Notify,
     running: Mutex<jobs::RunningJobs>,
+    backend: crate::exec::Backend,
 }
 
 impl Authority {
@@ -120,6 +121,7 @@ impl Authority {
     pub fn open(
         config: Config,
         journal: Option<Journal>,
+        backend: crate::exec::Backend,
     ) -> Result<(Arc<Self>, mpsc::UnboundedReceiver<Notice>), String> {
         let db_dir = config.state_dir.join("db");
         let store = Store::open(&db_dir).map_err(|e| e.to_string())?;
@@ -135,6 +137,7 @@ impl Authority {
             notices,
             rules_changed: Notify::new(),
             running: Mutex::new(Default::default()),
+            backend,
         });
         authority.load_rules_at_start()?;
         authority.fail_stale_jobs().map_err(|e| e.to_string())?;

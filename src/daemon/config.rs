@@ -59,6 +59,14 @@ pub struct ExecConfig {
     pub timeout_secs: u64,
     /// Finished jobs and their output are deleted after this many seconds.
     pub retention_secs: u64,
+    /// `auto` (transient systemd units when systemd is PID 1, else `direct`),
+    /// `systemd` or `direct` (the daemon forks jobs itself).
+    pub backend: String,
+    /// Limits of each run-as user's slice (systemd backend; 0: none): percent of one
+    /// CPU, bytes of memory, number of tasks.
+    pub slice_cpu_quota_percent: u64,
+    pub slice_memory_max_bytes: u64,
+    pub slice_tasks_max: u64,
 }
 
 impl Default for ExecConfig {
@@ -70,6 +78,10 @@ impl Default for ExecConfig {
             max_output_bytes: 64 * 1024 * 1024,
             timeout_secs: 0,
             retention_secs: 7 * 24 * 3600,
+            backend: "auto".into(),
+            slice_cpu_quota_percent: 0,
+            slice_memory_max_bytes: 0,
+            slice_tasks_max: 0,
         }
     }
 }
@@ -120,6 +132,12 @@ impl Config {
         }
         if let Some(group) = &config.admin_group {
             check_group_name(group).map_err(|e| format!("{file}: admin_group: {e}"))?;
+        }
+        if !["auto", "systemd", "direct"].contains(&config.exec.backend.as_str()) {
+            return Err(format!(
+                "{file}: exec.backend: {:?} is not auto, systemd or direct",
+                config.exec.backend
+            ));
         }
         for key in &config.exec.env_keep {
             let valid = !key.is_empty()

@@ -12,6 +12,8 @@ use tracing_subscriber::prelude::*;
 use zbus::connection::Builder;
 
 use crate::audit::journal::{self, Journal};
+use crate::exec::Backend;
+use crate::exec::systemd::{SliceLimits, Systemd};
 use crate::authority::{Authority, next_check};
 use crate::bus::{self, Admin, BUS_NAME, Callers, Identity, Jobs, OBJECT_PATH, Sessions, Shared};
 use crate::sys;
@@ -57,8 +59,10 @@ pub async fn run(config: Config) -> Result<(), String> {
             journal::SOCKET
         );
     }
+    let backend = exec_backend(&config.exec).await?;
+    tracing::info!("jobs run with the {} backend", backend.name());
     let (authority, notices) =
-        tokio::task::spawn_blocking(move || Authority::open(config, journal))
+        tokio::task::spawn_blocking(move || Authority::open(config, journal, backend))
             .await
             .map_err(|e| e.to_string())??;
     let callers = Arc::new(Callers::new(authority.clone()));
@@ -136,6 +140,28 @@ pub async fn run(config: Config) -> Result<(), String> {
     .map_err(|e| e.to_string())??;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The job backend the configuration asks for: transient units when systemd runs the
+/// machine (`/run/systemd/system` exists), else the daemon's own fork.
+async fn exec_backend(config: &config::ExecConfig) -> Result<Backend, String> {
+    let booted = std::path::Path::new("/run/systemd/system").exists();
+    if config.backend == "direct" || (config.backend == "auto" && !booted) {
+        return Ok(Backend::Direct);
+    }
+    let limits = SliceLimits {
+        cpu_quota_percent: config.slice_cpu_quota_percent,
+        memory_max_bytes: config.slice_memory_max_bytes,
+        tasks_max: config.slice_tasks_max,
+    };
+    match Systemd::connect().await {
+        Ok(systemd) => Ok(Backend::Systemd(Arc::new(systemd), limits)),
+        Err(err) if config.backend == "auto" => {
+            tracing::warn!("systemd is PID 1 but cannot be reached ({err}); jobs run without it");
+            Ok(Backend::Direct)
+        }
+        Err(err) => Err(format!("exec.backend = \"systemd\" but systemd cannot be reached: {err}")),
+    }
 }
 
 /// How long shutdown waits for calls in progress.

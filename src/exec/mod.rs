@@ -1,5 +1,8 @@
 //! How a job is started as another user, and how it ends.
 //!
+//! Two backends: under systemd each job is a transient service ([`systemd`]); without
+//! it (containers, the tests' private bus) the daemon starts jobs itself.
+//!
 //! The direct backend forks the daemon: everything the child needs is computed before
 //! the fork (supplementary groups from NSS, the environment, C strings), and the child
 //! then only makes async-signal-safe system calls: setgroups → setresgid → setresuid
@@ -7,9 +10,12 @@
 //! switch took, a new session, `umask 077`, the working directory *after* the switch (so
 //! the job cannot start in a directory its user could not enter), and exec. No shell.
 
+pub mod systemd;
+
 use std::ffi::CString;
-use std::fs::File;
+use std::fs::OpenOptions;
 use std::io;
+use std::sync::Arc;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
@@ -27,12 +33,118 @@ pub struct JobSpec {
     /// The complete environment of the job.
     pub env: Vec<(String, String)>,
     pub cwd: PathBuf,
+    pub user: String,
     pub uid: u32,
     pub gid: u32,
     /// Every group of the run-as user, primary included.
     pub gids: Vec<u32>,
-    pub stdout: File,
-    pub stderr: File,
+    /// Output files, created (root-owned, 0600) before the job starts.
+    pub stdout: PathBuf,
+    pub stderr: PathBuf,
+}
+
+/// Where jobs run.
+#[derive(Clone)]
+pub enum Backend {
+    /// Fork and switch identity in the daemon.
+    Direct,
+    /// Transient units of systemd, with per-user slices.
+    Systemd(Arc<systemd::Systemd>, systemd::SliceLimits),
+}
+
+impl Backend {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Backend::Direct => "direct",
+            Backend::Systemd(..) => "systemd",
+        }
+    }
+}
+
+/// How a job's process ended, before the daemon adds why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ended {
+    Exited(i32),
+    Signaled(i32),
+    Failed(String),
+}
+
+impl Ended {
+    fn from_status(status: ExitStatus) -> Self {
+        match (status.code(), status.signal()) {
+            (Some(code), _) => Ended::Exited(code),
+            (None, Some(signal)) => Ended::Signaled(signal),
+            _ => Ended::Failed(format!("unexpected wait status {status}")),
+        }
+    }
+}
+
+/// A started job, by backend.
+pub enum Started {
+    Direct(Running),
+    Unit {
+        systemd: Arc<systemd::Systemd>,
+        name: String,
+        watch: systemd::UnitWatch,
+    },
+}
+
+/// Kills a started job: its process group, or its unit's cgroup.
+#[derive(Clone)]
+pub enum Killer {
+    Group(u32),
+    Unit(Arc<systemd::Systemd>, String),
+}
+
+impl Killer {
+    pub async fn kill(&self) {
+        match self {
+            Killer::Group(pgid) => kill_group(*pgid),
+            Killer::Unit(systemd, unit) => systemd.kill(unit).await,
+        }
+    }
+}
+
+impl Started {
+    pub fn killer(&self) -> Killer {
+        match self {
+            Started::Direct(running) => Killer::Group(running.pgid),
+            Started::Unit { systemd, name, .. } => Killer::Unit(systemd.clone(), name.clone()),
+        }
+    }
+
+    /// The process id to remember (direct backend only).
+    pub fn pid(&self) -> u32 {
+        match self {
+            Started::Direct(running) => running.pgid,
+            Started::Unit { .. } => 0,
+        }
+    }
+
+    /// The transient unit's name (systemd backend only).
+    pub fn unit(&self) -> &str {
+        match self {
+            Started::Direct(_) => "",
+            Started::Unit { name, .. } => name,
+        }
+    }
+
+    /// Waits for the job's main process to end.
+    pub async fn wait(&mut self) -> Ended {
+        match self {
+            Started::Direct(running) => match running.child.wait().await {
+                Ok(status) => Ended::from_status(status),
+                Err(err) => Ended::Failed(format!("cannot wait for the job: {err}")),
+            },
+            Started::Unit { systemd, name, watch } => loop {
+                if let Some(ended) = systemd.ended(name).await {
+                    return ended;
+                }
+                // A change signal, or a second at most: the watch may have missed one.
+                let _ = tokio::time::timeout(std::time::Duration::from_secs(1), watch.changed()).await;
+            },
+        }
+    }
 }
 
 /// How a job ended.
@@ -61,15 +173,15 @@ impl Outcome {
         }
     }
 
-    /// From a wait status; `reason` says why we killed it, if we did.
-    pub fn from_status(status: ExitStatus, reason: Option<String>) -> Self {
-        match (status.code(), status.signal()) {
-            (Some(code), _) => Outcome::Exited(code),
-            (None, Some(signal)) => Outcome::Killed {
+    /// From how the process ended; `reason` says why we killed it, if we did.
+    pub fn from_ended(ended: Ended, reason: Option<String>) -> Self {
+        match ended {
+            Ended::Exited(code) => Outcome::Exited(code),
+            Ended::Signaled(signal) => Outcome::Killed {
                 signal,
                 reason: reason.unwrap_or_else(|| format!("terminated by signal {signal}")),
             },
-            _ => Outcome::Failed(format!("unexpected wait status {status}")),
+            Ended::Failed(why) => Outcome::Failed(why),
         }
     }
 }
@@ -93,14 +205,15 @@ pub fn spawn(spec: JobSpec) -> io::Result<Running> {
     let gids: Vec<Gid> = spec.gids.iter().map(|&g| Gid::from_raw(g)).collect();
     let (uid, gid) = (Uid::from_raw(spec.uid), Gid::from_raw(spec.gid));
 
+    let output = |path: &Path| OpenOptions::new().write(true).open(path);
     let mut command = tokio::process::Command::new(Path::new(program));
     command
         .args(args)
         .env_clear()
         .envs(spec.env)
         .stdin(Stdio::null())
-        .stdout(Stdio::from(spec.stdout))
-        .stderr(Stdio::from(spec.stderr))
+        .stdout(Stdio::from(output(&spec.stdout)?))
+        .stderr(Stdio::from(output(&spec.stderr)?))
         .kill_on_drop(false);
     // SAFETY: the closure runs in the forked child before exec. It only makes
     // async-signal-safe system calls (no allocation, no locks: `gids` and `cwd` were

@@ -153,6 +153,9 @@ pub struct JobRecord {
     /// process group after a daemon crash.
     pub pid: u32,
     pub pid_start: u64,
+    /// The transient unit it ran in (systemd backend), else "".
+    #[serde(default)]
+    pub unit: String,
 }
 
 impl JobRecord {

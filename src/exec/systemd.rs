@@ -1,0 +1,275 @@
+//! The systemd backend: when systemd is PID 1, each job is a transient service
+//! (`StartTransientUnit`) with `User=` (systemd sets the user's supplementary groups from
+//! NSS), the clean environment, the result files as stdout/stderr, and `Slice=` a slice
+//! per run-as user carrying the configured resource limits. The job does not inherit
+//! the daemon's sandbox, and its whole cgroup is what Cancel kills.
+//!
+//! systemd is reached on the real system bus (its socket path, not
+//! `DBUS_SYSTEM_BUS_ADDRESS`, which may name a private bus the daemon serves on).
+
+use std::collections::HashMap;
+use std::pin::Pin;
+
+use futures_core::Stream;
+use zbus::fdo::PropertiesProxy;
+use zbus::names::InterfaceName;
+use zbus::{Connection, OwnedObjectPath, OwnedVariant, Variant, proxy};
+
+use super::{Ended, JobSpec};
+
+/// The system bus socket, where systemd's manager is.
+pub const SYSTEM_BUS: &str = "unix:path=/run/dbus/system_bus_socket";
+
+#[proxy(
+    interface = "org.freedesktop.systemd1.Manager",
+    default_service = "org.freedesktop.systemd1",
+    default_path = "/org/freedesktop/systemd1"
+)]
+trait Manager {
+    fn start_transient_unit(
+        &self,
+        name: &str,
+        mode: &str,
+        properties: &[(&str, Variant<'_>)],
+        aux: &[(&str, &[(&str, Variant<'_>)])],
+    ) -> zbus::Result<OwnedObjectPath>;
+    fn kill_unit(&self, name: &str, whom: &str, signal: i32) -> zbus::Result<()>;
+    fn set_unit_properties(&self, name: &str, runtime: bool, properties: &[(&str, Variant<'_>)]) -> zbus::Result<()>;
+    fn unref_unit(&self, name: &str) -> zbus::Result<()>;
+    fn subscribe(&self) -> zbus::Result<()>;
+    #[zbus(signal)]
+    fn job_removed(&self, id: u32, job: zbus::ObjectPath<'_>, unit: &str, result: &str) -> zbus::Result<()>;
+}
+
+/// Resource limits of the slice of each run-as user (0: not set).
+#[derive(Debug, Clone, Default)]
+pub struct SliceLimits {
+    /// Percent of one CPU (200 = two CPUs).
+    pub cpu_quota_percent: u64,
+    pub memory_max_bytes: u64,
+    pub tasks_max: u64,
+}
+
+/// Property changes of a started unit, to notice its end without polling.
+pub struct UnitWatch {
+    changes: Option<zbus::fdo::PropertiesChangedStream>,
+}
+
+impl UnitWatch {
+    /// Completes at the unit's next property change (never, if it cannot be watched).
+    pub async fn changed(&mut self) {
+        match &mut self.changes {
+            Some(changes) => {
+                if next(changes).await.is_none() {
+                    self.changes = None;
+                }
+            }
+            None => std::future::pending().await,
+        }
+    }
+}
+
+pub struct Systemd {
+    connection: Connection,
+    manager: ManagerProxy<'static>,
+}
+
+/// `unit_name_escape`: what a user name becomes inside a unit name.
+pub fn escape(name: &str) -> String {
+    let mut out = String::new();
+    for (i, b) in name.bytes().enumerate() {
+        if b.is_ascii_alphanumeric() || b == b'_' || (b == b'.' && i > 0) || b == b':' {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("\\x{b:02x}"));
+        }
+    }
+    out
+}
+
+/// The object path of a unit (sd-bus label escaping).
+pub fn unit_path(unit: &str) -> String {
+    let mut out = String::from("/org/freedesktop/systemd1/unit/");
+    for (i, b) in unit.bytes().enumerate() {
+        if b.is_ascii_alphabetic() || (b.is_ascii_digit() && i > 0) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("_{b:02x}"));
+        }
+    }
+    out
+}
+
+/// The slice of a run-as user.
+pub fn slice_of(user: &str) -> String {
+    format!("proxyuserd-{}.slice", escape(user))
+}
+
+/// What the exit codes systemd uses for its own failures (`EXIT_*`, 200–243) mean.
+fn exec_failure(status: i32) -> &'static str {
+    match status {
+        200 => "cannot enter the working directory",
+        203 => "cannot execute the program",
+        216 => "cannot set the groups",
+        217 => "cannot switch to the user",
+        204 | 209 => "cannot set up stdin/stdout/stderr",
+        _ => "the service manager could not start it",
+    }
+}
+
+async fn next<S: Stream + Unpin>(stream: &mut S) -> Option<S::Item> {
+    std::future::poll_fn(|cx| Pin::new(&mut *stream).poll_next(cx)).await
+}
+
+fn prop<T: TryFrom<OwnedVariant>>(props: &HashMap<String, OwnedVariant>, key: &str) -> Option<T> {
+    props.get(key).and_then(|v| T::try_from(v.clone()).ok())
+}
+
+impl Systemd {
+    /// Connects to systemd on the system bus and subscribes to its signals.
+    pub async fn connect() -> zbus::Result<Self> {
+        let connection = zbus::connection::Builder::address(SYSTEM_BUS).build().await?;
+        let manager = ManagerProxy::new(&connection).await?;
+        manager.subscribe().await?;
+        Ok(Systemd { connection, manager })
+    }
+
+    async fn unit_properties(&self, unit: &str, interface: &'static str) -> zbus::Result<HashMap<String, OwnedVariant>> {
+        let properties = PropertiesProxy::builder(&self.connection)
+            .destination("org.freedesktop.systemd1")
+            .path(unit_path(unit))
+            .build()
+            .await?;
+        let interface = InterfaceName::from_static_str_unchecked(interface);
+        properties.get_all(interface).await.map_err(Into::into)
+    }
+
+    /// Starts `spec` as the transient service `unit`. Returns once the program runs
+    /// (`Type=exec`); an error says why it could not be started.
+    pub async fn start(
+        &self,
+        unit: &str,
+        spec: &JobSpec,
+        limits: &SliceLimits,
+        timeout_secs: u64,
+    ) -> Result<UnitWatch, String> {
+        let slice = slice_of(&spec.user);
+        let mut slice_props: Vec<(&str, Variant<'_>)> = Vec::new();
+        if limits.cpu_quota_percent > 0 {
+            slice_props.push(("CPUQuotaPerSecUSec", Variant::from(limits.cpu_quota_percent * 10_000)));
+        }
+        if limits.memory_max_bytes > 0 {
+            slice_props.push(("MemoryMax", Variant::from(limits.memory_max_bytes)));
+        }
+        if limits.tasks_max > 0 {
+            slice_props.push(("TasksMax", Variant::from(limits.tasks_max)));
+        }
+        if !slice_props.is_empty() {
+            self.manager
+                .set_unit_properties(&slice, true, &slice_props)
+                .await
+                .map_err(|e| format!("cannot set the limits of {slice}: {e}"))?;
+        }
+        let env: Vec<String> = spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let exec_start = vec![(spec.argv[0].clone(), spec.argv.clone(), false)];
+        let mut props: Vec<(&str, Variant<'_>)> = vec![
+            ("Description", Variant::from(format!("proxyuserd job {unit} as {}", spec.user))),
+            ("Type", Variant::from("exec")),
+            ("ExecStart", Variant::from(exec_start)),
+            ("User", Variant::from(spec.user.as_str())),
+            ("WorkingDirectory", Variant::from(spec.cwd.display().to_string())),
+            ("Environment", Variant::from(env)),
+            ("UMask", Variant::from(0o077u32)),
+            ("StandardInput", Variant::from("null")),
+            ("StandardOutputFile", Variant::from(spec.stdout.display().to_string())),
+            ("StandardErrorFile", Variant::from(spec.stderr.display().to_string())),
+            ("Slice", Variant::from(slice.as_str())),
+            ("KillMode", Variant::from("control-group")),
+            ("KillSignal", Variant::from(9i32)),
+            ("CollectMode", Variant::from("inactive-or-failed")),
+            ("AddRef", Variant::from(true)),
+        ];
+        if timeout_secs > 0 {
+            // A backstop should the daemon be gone when the timeout comes.
+            props.push(("RuntimeMaxUSec", Variant::from((timeout_secs + 10) * 1_000_000)));
+        }
+        let changes = self.watch(unit).await;
+        let mut removed = self
+            .manager
+            .receive_job_removed()
+            .await
+            .map_err(|e| format!("cannot watch systemd jobs: {e}"))?;
+        let job = self
+            .manager
+            .start_transient_unit(unit, "fail", &props, &[])
+            .await
+            .map_err(|e| format!("systemd refused to start {unit}: {e}"))?;
+        let result = loop {
+            let Some(signal) = next(&mut removed).await else {
+                return Err("lost the connection to systemd".into());
+            };
+            let Ok(args) = signal.args() else { continue };
+            if args.job().as_str() == job.as_str() {
+                break args.result().to_string();
+            }
+        };
+        if result == "done" {
+            return Ok(UnitWatch { changes });
+        }
+        let service = self.unit_properties(unit, "org.freedesktop.systemd1.Service").await.unwrap_or_default();
+        let status: i32 = prop(&service, "ExecMainStatus").unwrap_or(0);
+        let _ = self.manager.unref_unit(unit).await;
+        Err(format!("{} (systemd job {result}, exit status {status})", exec_failure(status)))
+    }
+
+    /// How a unit's main process ended, once it has.
+    pub async fn ended(&self, unit: &str) -> Option<Ended> {
+        let state = self.unit_properties(unit, "org.freedesktop.systemd1.Unit").await.ok()?;
+        let active: String = prop(&state, "ActiveState")?;
+        if active != "inactive" && active != "failed" {
+            return None;
+        }
+        let service = self.unit_properties(unit, "org.freedesktop.systemd1.Service").await.ok()?;
+        let code: i32 = prop(&service, "ExecMainCode").unwrap_or(0);
+        let status: i32 = prop(&service, "ExecMainStatus").unwrap_or(0);
+        let _ = self.manager.unref_unit(unit).await;
+        Some(match code {
+            // CLD_EXITED
+            1 => Ended::Exited(status),
+            // CLD_KILLED, CLD_DUMPED
+            2 | 3 => Ended::Signaled(status),
+            _ => Ended::Failed(format!("systemd reports exit code {code}, status {status}")),
+        })
+    }
+
+    /// A stream of the unit's property changes (its end among them).
+    async fn watch(&self, unit: &str) -> Option<zbus::fdo::PropertiesChangedStream> {
+        let properties = PropertiesProxy::builder(&self.connection)
+            .destination("org.freedesktop.systemd1")
+            .path(unit_path(unit))
+            .build()
+            .await
+            .ok()?;
+        properties.receive_properties_changed().await.ok()
+    }
+
+    /// SIGKILL to every process of a unit.
+    pub async fn kill(&self, unit: &str) {
+        if let Err(err) = self.manager.kill_unit(unit, "all", 9).await {
+            tracing::debug!("cannot kill {unit}: {err}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_escaped_as_systemd_does() {
+        assert_eq!(escape("pxt-etl"), "pxt\\x2detl");
+        assert_eq!(escape("svc.report"), "svc.report");
+        assert_eq!(slice_of("etl"), "proxyuserd-etl.slice");
+        assert_eq!(unit_path("proxyuserd-job-17.service"), "/org/freedesktop/systemd1/unit/proxyuserd_2djob_2d17_2eservice");
+    }
+}
