@@ -14,7 +14,7 @@ use crate::audit::{Draft, Event};
 use crate::exec::{self, JobSpec, Outcome};
 use crate::identity::Caller;
 use crate::store::{JobRecord, Store, Tree, Write};
-use crate::sys::{now_micros, process_start_time};
+use crate::sys::{now_micros, process_start_time, random_bytes};
 
 use super::{Authority, Error, Notice};
 
@@ -206,7 +206,10 @@ impl Authority {
             caller: caller.name.clone().unwrap_or_default(),
             pid: 0,
             pid_start: 0,
-            unit: String::new(),
+            unit: match &self.backend {
+                exec::Backend::Direct => String::new(),
+                exec::Backend::Systemd(..) => unit_name(&id)?,
+            },
         };
         // The start is on disk before the process exists (else nothing runs).
         let draft = exec_draft(Event::ExecStart, &record)
@@ -228,7 +231,7 @@ impl Authority {
             stdout: dir.join("stdout"),
             stderr: dir.join("stderr"),
         };
-        let started = match self.start(&id, spec) {
+        let started = match self.start(&record.unit, spec) {
             Ok(started) => started,
             Err(err) => {
                 let reason = format!(
@@ -242,9 +245,8 @@ impl Authority {
         };
         record.pid = started.pid();
         record.pid_start = process_start_time(record.pid).unwrap_or(0);
-        record.unit = started.unit().to_string();
-        // Remembering the pid or unit is best effort (not flushed): it only helps to
-        // clean up after a crash.
+        // Remembering the pid is best effort (not flushed): it only helps to clean up
+        // after a crash.
         if let Err(err) = self.store.commit_unflushed(&[Store::put_job(&record)]) {
             tracing::warn!("cannot record the pid of {id}: {err}");
         }
@@ -277,11 +279,13 @@ impl Authority {
 
     /// Starts a job with the configured backend. Returns once the program runs (or
     /// could not be started).
-    fn start(&self, id: &str, spec: JobSpec) -> Result<exec::Started, String> {
+    fn start(&self, unit: &str, spec: JobSpec) -> Result<exec::Started, String> {
         match &self.backend {
-            exec::Backend::Direct => exec::spawn(spec).map(exec::Started::Direct).map_err(|e| e.to_string()),
+            exec::Backend::Direct => exec::spawn(spec)
+                .map(exec::Started::Direct)
+                .map_err(|e| e.to_string()),
             exec::Backend::Systemd(systemd, limits) => {
-                let unit = format!("proxyuserd-{id}.service");
+                let unit = unit.to_string();
                 let watch = tokio::runtime::Handle::current().block_on(systemd.start(
                     &unit,
                     &spec,
@@ -469,11 +473,12 @@ impl Authority {
     /// killed.
     pub(super) fn fail_stale_jobs(&self) -> Result<(), Error> {
         for job in self.store.jobs()?.into_iter().filter(JobRecord::running) {
-            if !job.unit.is_empty() {
-                if let exec::Backend::Systemd(systemd, _) = &self.backend {
-                    tokio::runtime::Handle::current().block_on(systemd.kill(&job.unit));
-                }
-            } else if job.pid > 1
+            if let (exec::Backend::Systemd(systemd, _), false) =
+                (&self.backend, job.unit.is_empty())
+            {
+                tokio::runtime::Handle::current().block_on(systemd.kill(&job.unit));
+            }
+            if job.pid > 1
                 && job.pid_start != 0
                 && process_start_time(job.pid) == Some(job.pid_start)
             {
@@ -537,6 +542,15 @@ impl Authority {
     }
 }
 
+/// The transient unit of a job (systemd backend): the job id and 32 random bits, as
+/// job ids of different state directories (a reinstall, the tests) may meet in one
+/// service manager.
+fn unit_name(id: &str) -> Result<String, Error> {
+    let salt = random_bytes(4).map_err(|e| Error::Failed(format!("no random bytes: {e}")))?;
+    let salt: String = salt.iter().map(|b| format!("{b:02x}")).collect();
+    Ok(format!("proxyuserd-{id}-{salt}.service"))
+}
+
 fn exec_draft(event: Event, job: &JobRecord) -> Draft {
     Draft::new(event)
         .with("login", job.login.as_str())
@@ -594,10 +608,17 @@ async fn supervise(
     if let exec::Killer::Group(_) = killer {
         killer.kill().await;
     }
-    if reason.as_deref().is_some_and(|r| r.contains("max_output_bytes")) {
+    if reason
+        .as_deref()
+        .is_some_and(|r| r.contains("max_output_bytes"))
+    {
         for stream in STREAMS {
             if let Ok(file) = OpenOptions::new().write(true).open(dir.join(stream)) {
-                let _ = file.set_len(limits.max_output_bytes.min(exec::output_size(&dir.join(stream))));
+                let _ = file.set_len(
+                    limits
+                        .max_output_bytes
+                        .min(exec::output_size(&dir.join(stream))),
+                );
             }
         }
     }

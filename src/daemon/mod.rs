@@ -12,10 +12,10 @@ use tracing_subscriber::prelude::*;
 use zbus::connection::Builder;
 
 use crate::audit::journal::{self, Journal};
-use crate::exec::Backend;
-use crate::exec::systemd::{SliceLimits, Systemd};
 use crate::authority::{Authority, next_check};
 use crate::bus::{self, Admin, BUS_NAME, Callers, Identity, Jobs, OBJECT_PATH, Sessions, Shared};
+use crate::exec::Backend;
+use crate::exec::systemd::{SliceLimits, Systemd};
 use crate::sys;
 use config::Config;
 
@@ -160,7 +160,9 @@ async fn exec_backend(config: &config::ExecConfig) -> Result<Backend, String> {
             tracing::warn!("systemd is PID 1 but cannot be reached ({err}); jobs run without it");
             Ok(Backend::Direct)
         }
-        Err(err) => Err(format!("exec.backend = \"systemd\" but systemd cannot be reached: {err}")),
+        Err(err) => Err(format!(
+            "exec.backend = \"systemd\" but systemd cannot be reached: {err}"
+        )),
     }
 }
 

@@ -15,10 +15,10 @@ pub mod systemd;
 use std::ffi::CString;
 use std::fs::OpenOptions;
 use std::io;
-use std::sync::Arc;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
+use std::sync::Arc;
 
 use nix::sys::signal::{SigHandler, Signal, kill, signal};
 use nix::sys::stat::{Mode, umask};
@@ -121,14 +121,6 @@ impl Started {
         }
     }
 
-    /// The transient unit's name (systemd backend only).
-    pub fn unit(&self) -> &str {
-        match self {
-            Started::Direct(_) => "",
-            Started::Unit { name, .. } => name,
-        }
-    }
-
     /// Waits for the job's main process to end.
     pub async fn wait(&mut self) -> Ended {
         match self {
@@ -136,12 +128,17 @@ impl Started {
                 Ok(status) => Ended::from_status(status),
                 Err(err) => Ended::Failed(format!("cannot wait for the job: {err}")),
             },
-            Started::Unit { systemd, name, watch } => loop {
+            Started::Unit {
+                systemd,
+                name,
+                watch,
+            } => loop {
                 if let Some(ended) = systemd.ended(name).await {
                     return ended;
                 }
                 // A change signal, or a second at most: the watch may have missed one.
-                let _ = tokio::time::timeout(std::time::Duration::from_secs(1), watch.changed()).await;
+                let _ =
+                    tokio::time::timeout(std::time::Duration::from_secs(1), watch.changed()).await;
             },
         }
     }

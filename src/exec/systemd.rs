@@ -34,12 +34,54 @@ trait Manager {
         aux: &[(&str, &[(&str, Variant<'_>)])],
     ) -> zbus::Result<OwnedObjectPath>;
     fn kill_unit(&self, name: &str, whom: &str, signal: i32) -> zbus::Result<()>;
-    fn set_unit_properties(&self, name: &str, runtime: bool, properties: &[(&str, Variant<'_>)]) -> zbus::Result<()>;
+    fn set_unit_properties(
+        &self,
+        name: &str,
+        runtime: bool,
+        properties: &[(&str, Variant<'_>)],
+    ) -> zbus::Result<()>;
     fn unref_unit(&self, name: &str) -> zbus::Result<()>;
     fn subscribe(&self) -> zbus::Result<()>;
     #[zbus(signal)]
-    fn job_removed(&self, id: u32, job: zbus::ObjectPath<'_>, unit: &str, result: &str) -> zbus::Result<()>;
+    fn job_removed(
+        &self,
+        id: u32,
+        job: zbus::ObjectPath<'_>,
+        unit: &str,
+        result: &str,
+    ) -> zbus::Result<()>;
 }
+
+/// Variables the service manager sets for services by itself (or passes on from its
+/// own environment).
+const MANAGER_ENV: &[&str] = &[
+    "INVOCATION_ID",
+    "SYSTEMD_EXEC_PID",
+    "MANAGERPID",
+    "JOURNAL_STREAM",
+    "NOTIFY_SOCKET",
+    "LISTEN_FDS",
+    "LISTEN_PID",
+    "LISTEN_FDNAMES",
+    "WATCHDOG_PID",
+    "WATCHDOG_USEC",
+    "TERM",
+    "LANG",
+    "LANGUAGE",
+    "LC_ALL",
+    "LC_CTYPE",
+    "LC_NUMERIC",
+    "LC_TIME",
+    "LC_COLLATE",
+    "LC_MONETARY",
+    "LC_MESSAGES",
+    "LC_PAPER",
+    "LC_NAME",
+    "LC_ADDRESS",
+    "LC_TELEPHONE",
+    "LC_MEASUREMENT",
+    "LC_IDENTIFICATION",
+];
 
 /// Resource limits of the slice of each run-as user (0: not set).
 #[derive(Debug, Clone, Default)]
@@ -128,13 +170,22 @@ fn prop<T: TryFrom<OwnedVariant>>(props: &HashMap<String, OwnedVariant>, key: &s
 impl Systemd {
     /// Connects to systemd on the system bus and subscribes to its signals.
     pub async fn connect() -> zbus::Result<Self> {
-        let connection = zbus::connection::Builder::address(SYSTEM_BUS).build().await?;
+        let connection = zbus::connection::Builder::address(SYSTEM_BUS)
+            .build()
+            .await?;
         let manager = ManagerProxy::new(&connection).await?;
         manager.subscribe().await?;
-        Ok(Systemd { connection, manager })
+        Ok(Systemd {
+            connection,
+            manager,
+        })
     }
 
-    async fn unit_properties(&self, unit: &str, interface: &'static str) -> zbus::Result<HashMap<String, OwnedVariant>> {
+    async fn unit_properties(
+        &self,
+        unit: &str,
+        interface: &'static str,
+    ) -> zbus::Result<HashMap<String, OwnedVariant>> {
         let properties = PropertiesProxy::builder(&self.connection)
             .destination("org.freedesktop.systemd1")
             .path(unit_path(unit))
@@ -156,7 +207,10 @@ impl Systemd {
         let slice = slice_of(&spec.user);
         let mut slice_props: Vec<(&str, Variant<'_>)> = Vec::new();
         if limits.cpu_quota_percent > 0 {
-            slice_props.push(("CPUQuotaPerSecUSec", Variant::from(limits.cpu_quota_percent * 10_000)));
+            slice_props.push((
+                "CPUQuotaPerSecUSec",
+                Variant::from(limits.cpu_quota_percent * 10_000),
+            ));
         }
         if limits.memory_max_bytes > 0 {
             slice_props.push(("MemoryMax", Variant::from(limits.memory_max_bytes)));
@@ -171,18 +225,40 @@ impl Systemd {
                 .map_err(|e| format!("cannot set the limits of {slice}: {e}"))?;
         }
         let env: Vec<String> = spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
-        let exec_start = vec![(spec.argv[0].clone(), spec.argv.clone(), false)];
+        // What the service manager would add on its own, so the job's environment is
+        // exactly the one the daemon computed.
+        let unset: Vec<&str> = MANAGER_ENV
+            .iter()
+            .copied()
+            .filter(|name| !spec.env.iter().any(|(k, _)| k == name))
+            .collect();
+        // systemd expands $VAR in command lines when it executes them; "$$" is a "$".
+        let argv: Vec<String> = spec.argv.iter().map(|a| a.replace('$', "$$")).collect();
+        let exec_start = vec![(spec.argv[0].clone(), argv, false)];
         let mut props: Vec<(&str, Variant<'_>)> = vec![
-            ("Description", Variant::from(format!("proxyuserd job {unit} as {}", spec.user))),
+            (
+                "Description",
+                Variant::from(format!("proxyuserd job {unit} as {}", spec.user)),
+            ),
             ("Type", Variant::from("exec")),
             ("ExecStart", Variant::from(exec_start)),
             ("User", Variant::from(spec.user.as_str())),
-            ("WorkingDirectory", Variant::from(spec.cwd.display().to_string())),
+            (
+                "WorkingDirectory",
+                Variant::from(spec.cwd.display().to_string()),
+            ),
             ("Environment", Variant::from(env)),
+            ("UnsetEnvironment", Variant::from(unset)),
             ("UMask", Variant::from(0o077u32)),
             ("StandardInput", Variant::from("null")),
-            ("StandardOutputFile", Variant::from(spec.stdout.display().to_string())),
-            ("StandardErrorFile", Variant::from(spec.stderr.display().to_string())),
+            (
+                "StandardOutputFile",
+                Variant::from(spec.stdout.display().to_string()),
+            ),
+            (
+                "StandardErrorFile",
+                Variant::from(spec.stderr.display().to_string()),
+            ),
             ("Slice", Variant::from(slice.as_str())),
             ("KillMode", Variant::from("control-group")),
             ("KillSignal", Variant::from(9i32)),
@@ -191,7 +267,10 @@ impl Systemd {
         ];
         if timeout_secs > 0 {
             // A backstop should the daemon be gone when the timeout comes.
-            props.push(("RuntimeMaxUSec", Variant::from((timeout_secs + 10) * 1_000_000)));
+            props.push((
+                "RuntimeMaxUSec",
+                Variant::from((timeout_secs + 10) * 1_000_000),
+            ));
         }
         let changes = self.watch(unit).await;
         let mut removed = self
@@ -216,20 +295,32 @@ impl Systemd {
         if result == "done" {
             return Ok(UnitWatch { changes });
         }
-        let service = self.unit_properties(unit, "org.freedesktop.systemd1.Service").await.unwrap_or_default();
+        let service = self
+            .unit_properties(unit, "org.freedesktop.systemd1.Service")
+            .await
+            .unwrap_or_default();
         let status: i32 = prop(&service, "ExecMainStatus").unwrap_or(0);
         let _ = self.manager.unref_unit(unit).await;
-        Err(format!("{} (systemd job {result}, exit status {status})", exec_failure(status)))
+        Err(format!(
+            "{} (systemd job {result}, exit status {status})",
+            exec_failure(status)
+        ))
     }
 
     /// How a unit's main process ended, once it has.
     pub async fn ended(&self, unit: &str) -> Option<Ended> {
-        let state = self.unit_properties(unit, "org.freedesktop.systemd1.Unit").await.ok()?;
+        let state = self
+            .unit_properties(unit, "org.freedesktop.systemd1.Unit")
+            .await
+            .ok()?;
         let active: String = prop(&state, "ActiveState")?;
         if active != "inactive" && active != "failed" {
             return None;
         }
-        let service = self.unit_properties(unit, "org.freedesktop.systemd1.Service").await.ok()?;
+        let service = self
+            .unit_properties(unit, "org.freedesktop.systemd1.Service")
+            .await
+            .ok()?;
         let code: i32 = prop(&service, "ExecMainCode").unwrap_or(0);
         let status: i32 = prop(&service, "ExecMainStatus").unwrap_or(0);
         let _ = self.manager.unref_unit(unit).await;
@@ -270,6 +361,9 @@ mod tests {
         assert_eq!(escape("pxt-etl"), "pxt\\x2detl");
         assert_eq!(escape("svc.report"), "svc.report");
         assert_eq!(slice_of("etl"), "proxyuserd-etl.slice");
-        assert_eq!(unit_path("proxyuserd-job-17.service"), "/org/freedesktop/systemd1/unit/proxyuserd_2djob_2d17_2eservice");
+        assert_eq!(
+            unit_path("proxyuserd-job-17.service"),
+            "/org/freedesktop/systemd1/unit/proxyuserd_2djob_2d17_2eservice"
+        );
     }
 }
