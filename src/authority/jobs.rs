@@ -295,7 +295,7 @@ impl Authority {
                 Ok(exec::Started::Unit {
                     systemd: systemd.clone(),
                     name: unit,
-                    watch,
+                    watch: Box::new(watch),
                 })
             }
         }

@@ -85,7 +85,7 @@ pub enum Started {
     Unit {
         systemd: Arc<systemd::Systemd>,
         name: String,
-        watch: systemd::UnitWatch,
+        watch: Box<systemd::UnitWatch>,
     },
 }
 
