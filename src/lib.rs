@@ -18,4 +18,4 @@ pub mod exec;
 pub mod identity;
 pub mod policy;
 pub mod store;
-mod sys;
+pub(crate) mod sys;

@@ -87,3 +87,33 @@ pub fn random_bytes(len: usize) -> std::io::Result<Vec<u8>> {
     }
     Ok(buf)
 }
+
+/// Sends `state` to the service manager (`sd_notify`), if it asked for notifications.
+pub fn notify(state: &str) {
+    let Some(path) = std::env::var_os("NOTIFY_SOCKET") else {
+        return;
+    };
+    let Ok(socket) = std::os::unix::net::UnixDatagram::unbound() else {
+        return;
+    };
+    let bytes = path.as_encoded_bytes();
+    let sent = match bytes.strip_prefix(b"@") {
+        Some(name) => {
+            use std::os::linux::net::SocketAddrExt;
+            std::os::unix::net::SocketAddr::from_abstract_name(name)
+                .and_then(|addr| socket.send_to_addr(state.as_bytes(), &addr))
+        }
+        None => socket.send_to(state.as_bytes(), std::path::Path::new(&path)),
+    };
+    if let Err(err) = sent {
+        tracing::debug!("sd_notify {state:?}: {err}");
+    }
+}
+
+/// Whether the service manager watches this process (`WatchdogSec=`).
+pub fn watchdog_enabled() -> bool {
+    let for_us = std::env::var("WATCHDOG_PID")
+        .map(|pid| pid == std::process::id().to_string())
+        .unwrap_or(true);
+    for_us && std::env::var_os("WATCHDOG_USEC").is_some()
+}

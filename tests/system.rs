@@ -50,3 +50,280 @@ fn the_job_tests_pass_with_jobs_as_transient_units() {
     );
     assert!(run.stdout.contains("test result: ok."), "{}", run.stdout);
 }
+
+/// The package `debian/build` made; it must be newer than every source file.
+fn package() -> PathBuf {
+    let dir = repo().join("target/debian");
+    let deb = std::fs::read_dir(&dir)
+        .ok()
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "deb"))
+        .max_by_key(|p| p.metadata().and_then(|m| m.modified()).ok())
+        .unwrap_or_else(|| {
+            panic!(
+                "no package in {}: build it with debian/build (tests/run does)",
+                dir.display()
+            )
+        });
+    let built = deb.metadata().unwrap().modified().unwrap();
+    let mut sources = vec![
+        repo().join("src"),
+        repo().join("systemd"),
+        repo().join("dbus"),
+        repo().join("debian"),
+    ];
+    while let Some(path) = sources.pop() {
+        if path.is_dir() {
+            sources.extend(std::fs::read_dir(&path).unwrap().map(|e| e.unwrap().path()));
+        } else if path.metadata().unwrap().modified().unwrap() > built {
+            panic!(
+                "{} is older than {}: rebuild it with debian/build",
+                deb.display(),
+                path.display()
+            );
+        }
+    }
+    deb
+}
+
+const CONFIG: &str = r#"trusted_callers = ["pxt-gw"]
+admin_group = "pxt-admins"
+[exec]
+slice_tasks_max = 64
+slice_memory_max_bytes = 536870912
+slice_cpu_quota_percent = 150
+"#;
+
+#[test]
+fn the_package_runs_under_systemd_as_admins_expect() {
+    let deb = package();
+    let deb_dir = deb.parent().unwrap().to_path_buf();
+    let guest = Guest::boot("package", &[&deb_dir]);
+    let bus = |user: &str, args: &str| guest.as_user(user, &format!("busctl --system {args}"));
+    let ctl = |user: &str, args: &str| guest.as_user(user, &format!("proxyuserctl {args}"));
+
+    // Installing starts and enables the unit; the bus knows our policy at once. (Images
+    // built for containers often carry a policy-rc.d that forbids starting services;
+    // a real machine has none.)
+    guest.ok(&["rm", "-f", "/usr/sbin/policy-rc.d"]);
+    guest.ok(&["dpkg", "-i", deb.to_str().unwrap()]);
+    assert_eq!(
+        guest.ok(&["systemctl", "is-enabled", "proxyuserd"]).trim(),
+        "enabled"
+    );
+    assert_eq!(
+        guest.ok(&["systemctl", "is-active", "proxyuserd"]).trim(),
+        "active"
+    );
+    assert!(
+        guest
+            .ok(&["test", "-d", "/etc/proxyuserd/rules.d"])
+            .is_empty()
+    );
+    assert!(
+        guest
+            .ok(&["man", "-w", "proxyuserctl"])
+            .contains("proxyuserctl.1")
+    );
+
+    // Configure, with rules, and restart: the seed's goals as real users.
+    guest.write("/etc/proxyuserd/proxyuserd.toml", CONFIG);
+    guest.write("/etc/proxyuserd/rules.d/10-base.toml", BASE_RULES);
+    guest.ok(&["systemctl", "restart", "proxyuserd"]);
+    let out = ctl(ALICE, "proxy set pxt-etl");
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(ctl(BOB, "proxy set pxt-etl").code, 0);
+    let resolved = bus(
+        ALICE,
+        "call org.proxyuserd1 /org/proxyuserd1 org.proxyuserd1.Identity Resolve s pxt-alice",
+    );
+    assert!(
+        resolved.stdout.starts_with("ssuu \"pxt-etl\" \"pxt-etl\""),
+        "{resolved:?}"
+    );
+    assert!(
+        ctl(ETL, "proxy set pxt-report")
+            .stderr
+            .contains("proxy users cannot proxy")
+    );
+    assert!(
+        ctl(ALICE, "proxy set root")
+            .stderr
+            .contains("root is never a proxy user")
+    );
+
+    // Jobs are transient units in the run-as user's slice, with its limits, outside
+    // the daemon's sandbox.
+    let job = ctl(
+        ALICE,
+        "exec -- /bin/sh -c 'id -un; grep NoNewPrivs /proc/self/status; cat /proc/self/cgroup'",
+    );
+    assert_eq!(job.code, 0, "{}", job.stderr);
+    let mut lines = job.stdout.lines();
+    assert_eq!(lines.next(), Some(ETL));
+    assert_eq!(
+        lines
+            .next()
+            .map(|l| l.split_whitespace().collect::<Vec<_>>()),
+        Some(vec!["NoNewPrivs:", "0"])
+    );
+    assert!(
+        job.stdout
+            .contains("/proxyuserd.slice/proxyuserd-pxt\\x2detl.slice/proxyuserd-job-"),
+        "{}",
+        job.stdout
+    );
+    let slice = guest.ok(&[
+        "systemctl",
+        "show",
+        "-p",
+        "TasksMax",
+        "-p",
+        "MemoryMax",
+        "-p",
+        "CPUQuotaPerSecUSec",
+        "proxyuserd-pxt\\x2detl.slice",
+    ]);
+    assert!(slice.contains("TasksMax=64"), "{slice}");
+    assert!(slice.contains("MemoryMax=536870912"), "{slice}");
+    assert!(slice.contains("CPUQuotaPerSecUSec=1.500000s"), "{slice}");
+
+    // systemctl reload after a rules change: a new generation, carol may proxy.
+    let before = ctl(ROOT, "--json status").stdout;
+    guest.write(
+        "/etc/proxyuserd/rules.d/20-carol.toml",
+        "[[allow]]\nlogins = [\"pxt-carol\"]\nproxies = [\"pxt-etl\"]\n",
+    );
+    guest.ok(&["systemctl", "reload", "proxyuserd"]);
+    let generation = |status: &str| {
+        serde_json::from_str::<serde_json::Value>(status).unwrap()["rules_generation"]
+            .as_u64()
+            .unwrap()
+    };
+    let mut after = before.clone();
+    for _ in 0..100 {
+        after = ctl(ROOT, "--json status").stdout;
+        if generation(&after) > generation(&before) {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert!(generation(&after) > generation(&before), "{before} {after}");
+    assert_eq!(ctl(CAROL, "proxy set pxt-etl").code, 0);
+
+    // systemctl restart keeps the state.
+    guest.ok(&["systemctl", "restart", "proxyuserd"]);
+    assert!(ctl(ALICE, "resolve").stdout.contains("Effective: pxt-etl"));
+
+    // A clean stop exits 0; a call to the stopped service starts it (bus activation).
+    guest.ok(&["systemctl", "stop", "proxyuserd"]);
+    let result = guest.ok(&[
+        "systemctl",
+        "show",
+        "-p",
+        "Result",
+        "-p",
+        "ExecMainStatus",
+        "proxyuserd",
+    ]);
+    assert!(
+        result.contains("Result=success") && result.contains("ExecMainStatus=0"),
+        "{result}"
+    );
+    let activated = bus(
+        ALICE,
+        "call org.proxyuserd1 /org/proxyuserd1 org.proxyuserd1.Identity Resolve s pxt-alice",
+    );
+    assert!(activated.stdout.contains("pxt-etl"), "{activated:?}");
+    assert_eq!(
+        guest.ok(&["systemctl", "is-active", "proxyuserd"]).trim(),
+        "active"
+    );
+
+    // The audit log in the journal, and the catalog explaining it.
+    let audit = guest.ok(&[
+        "journalctl",
+        "-t",
+        "proxyuserd-audit",
+        "-o",
+        "json",
+        "--no-pager",
+    ]);
+    let records: Vec<serde_json::Value> = audit
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(records.iter().any(|r| r["PROXYUSERD_EVENT"] == "proxy-set"
+        && r["PROXYUSERD_LOGIN"] == ALICE
+        && r["PROXYUSERD_PROXY"] == ETL));
+    assert!(
+        records
+            .iter()
+            .any(|r| r["PROXYUSERD_EVENT"] == "exec-end" && r["PROXYUSERD_EFFECTIVE"] == ETL)
+    );
+    let explained = guest.ok(&[
+        "journalctl",
+        "-x",
+        "-t",
+        "proxyuserd-audit",
+        "PROXYUSERD_EVENT=proxy-set",
+        "--no-pager",
+    ]);
+    assert!(
+        explained.contains("Subject: proxyuserd: pxt-alice now proxies to pxt-etl"),
+        "{explained}"
+    );
+    assert!(
+        explained.contains("Work of the login now runs as the proxy user"),
+        "{explained}"
+    );
+    assert!(
+        ctl(ROOT, "audit --verify")
+            .stdout
+            .starts_with("audit chain intact")
+    );
+    let operational = guest.ok(&["journalctl", "-u", "proxyuserd", "--no-pager"]);
+    assert!(
+        operational.contains("jobs run with the systemd backend"),
+        "{operational}"
+    );
+
+    // The unit's sandbox, as the service manager itself rates it.
+    let security = guest.ok(&["systemd-analyze", "security", "proxyuserd.service"]);
+    assert!(exposure(&security) <= MAX_EXPOSURE, "{security}");
+}
+
+/// The exposure the unit is allowed: what it scores today (goal: at most 2.0).
+const MAX_EXPOSURE: f64 = 1.0;
+
+fn exposure(report: &str) -> f64 {
+    let line = report
+        .lines()
+        .find(|l| l.contains("Overall exposure level"))
+        .expect("an exposure line");
+    line.split(':')
+        .nth(1)
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn the_unit_file_keeps_its_sandbox() {
+    let out = std::process::Command::new("systemd-analyze")
+        .args(["security", "--offline=true"])
+        .arg(repo().join("systemd/proxyuserd.service"))
+        .output()
+        .expect("systemd-analyze");
+    let report = String::from_utf8_lossy(&out.stdout);
+    let score = exposure(&report);
+    assert!(
+        score <= MAX_EXPOSURE,
+        "exposure {score} > {MAX_EXPOSURE}:\n{report}"
+    );
+}

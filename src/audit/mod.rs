@@ -442,3 +442,27 @@ mod tests {
         assert_eq!(ids.len(), Event::ALL.len());
     }
 }
+
+#[cfg(test)]
+mod catalog_tests {
+    use super::Event;
+
+    /// Every MESSAGE_ID has its catalog entry, and the catalog has no others.
+    #[test]
+    fn the_catalog_explains_every_event() {
+        let catalog = include_str!("../../systemd/catalog/proxyuserd.catalog");
+        let ids: Vec<&str> = catalog
+            .lines()
+            .filter_map(|l| l.strip_prefix("-- "))
+            .collect();
+        let mut want: Vec<&str> = Event::ALL.iter().map(|e| e.message_id()).collect();
+        let mut got = ids.clone();
+        want.sort();
+        got.sort();
+        assert_eq!(got, want);
+        for id in ids {
+            let entry = catalog.split(&format!("-- {id}\n")).nth(1).unwrap();
+            assert!(entry.starts_with("Subject: proxyuserd: "), "{id}");
+        }
+    }
+}

@@ -99,9 +99,14 @@ pub async fn run(config: Config) -> Result<(), String> {
     let mut terminate = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
     let mut interrupt = signal(SignalKind::interrupt()).map_err(|e| e.to_string())?;
     let mut health = tokio::time::interval(Duration::from_secs(1));
+    let watchdog = sys::watchdog_enabled();
     loop {
         tokio::select! {
             _ = health.tick() => {
+                // Pinged from the main loop: a wedged runtime stops the pings.
+                if watchdog {
+                    sys::notify("WATCHDOG=1");
+                }
                 if authority.store_failed() {
                     return Err("the state store failed (memory may be ahead of the disk): exiting so that \
                                 a restart reopens it with what is on disk".into());
@@ -124,6 +129,7 @@ pub async fn run(config: Config) -> Result<(), String> {
     }
 
     tracing::info!("stopping");
+    sys::notify("STOPPING=1");
     // Stop new calls from arriving, then let calls in progress finish their writes.
     let _ = connection.release_name(BUS_NAME).await;
     if tokio::time::timeout(SHUTDOWN_GRACE, in_flight.write())
