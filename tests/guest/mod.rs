@@ -3,12 +3,13 @@
 //! `/var` and `/home` are writable overlays of the host's (thrown away with the guest),
 //! so the test users exist, packages can be installed, and nothing on the host changes.
 //! Commands run inside with `nsenter`. A guest is powered off and waited for when
-//! dropped, also when the test fails.
+//! dropped, also when the test fails. (Used beside `common`, whose `Out` it returns.)
 
 #![allow(dead_code)]
 
+use crate::common::Out;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// Host units that make no sense in a throwaway container, masked in the guest.
@@ -32,24 +33,6 @@ pub struct Guest {
     pub leader: u32,
     pub name: String,
     log: PathBuf,
-}
-
-/// What a command in the guest printed and how it ended.
-#[derive(Debug)]
-pub struct Run {
-    pub code: i32,
-    pub stdout: String,
-    pub stderr: String,
-}
-
-impl Run {
-    fn from(output: Output) -> Self {
-        Run {
-            code: output.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-        }
-    }
 }
 
 fn check_prerequisites() {
@@ -154,8 +137,8 @@ impl Guest {
         command
     }
 
-    pub fn run(&self, argv: &[&str]) -> Run {
-        Run::from(self.command(argv).stdin(Stdio::null()).output().unwrap())
+    pub fn run(&self, argv: &[&str]) -> Out {
+        Out::from(self.command(argv).stdin(Stdio::null()).output().unwrap())
     }
 
     /// Runs and requires success; stdout.
@@ -170,7 +153,7 @@ impl Guest {
     }
 
     /// A shell command line as `user` in the guest (login-like environment).
-    pub fn as_user(&self, user: &str, script: &str) -> Run {
+    pub fn as_user(&self, user: &str, script: &str) -> Out {
         self.run(&["runuser", "-u", user, "--", "sh", "-c", script])
     }
 
