@@ -291,12 +291,28 @@ fn the_package_runs_under_systemd_as_admins_expect() {
     );
 
     // The watchdog is fed: with a 2 s WatchdogSec the daemon lives on, unrestarted.
-    guest.write("/etc/systemd/system/proxyuserd.service.d/watchdog.conf", "[Service]\nWatchdogSec=2s\n");
+    guest.write(
+        "/etc/systemd/system/proxyuserd.service.d/watchdog.conf",
+        "[Service]\nWatchdogSec=2s\n",
+    );
     guest.ok(&["systemctl", "daemon-reload"]);
     guest.ok(&["systemctl", "restart", "proxyuserd"]);
     std::thread::sleep(std::time::Duration::from_secs(5));
-    let watched = guest.ok(&["systemctl", "show", "-p", "ActiveState", "-p", "NRestarts", "-p", "WatchdogUSec", "proxyuserd"]);
-    assert!(watched.contains("ActiveState=active") && watched.contains("NRestarts=0"), "{watched}");
+    let watched = guest.ok(&[
+        "systemctl",
+        "show",
+        "-p",
+        "ActiveState",
+        "-p",
+        "NRestarts",
+        "-p",
+        "WatchdogUSec",
+        "proxyuserd",
+    ]);
+    assert!(
+        watched.contains("ActiveState=active") && watched.contains("NRestarts=0"),
+        "{watched}"
+    );
     assert!(watched.contains("WatchdogUSec=2s"), "{watched}");
 
     // The unit's sandbox, as the service manager itself rates it.

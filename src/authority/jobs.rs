@@ -29,7 +29,8 @@ const MAX_ENV: usize = 1024;
 /// A job the daemon is supervising.
 pub(super) struct RunningJob {
     run_as: String,
-    killer: exec::Killer,
+    /// None until the job has started (the slot is taken before, under the lock).
+    killer: Option<exec::Killer>,
     cancel: Arc<Notify>,
     done: watch::Receiver<bool>,
 }
@@ -231,6 +232,21 @@ impl Authority {
             stdout: dir.join("stdout"),
             stderr: dir.join("stderr"),
         };
+        // Take the job's slot (for max_jobs_per_user) before letting go of the lock:
+        // starting the process, or the unit, happens outside it.
+        let cancel = Arc::new(Notify::new());
+        let (done_tx, done) = watch::channel(false);
+        self.running_jobs().insert(
+            id.clone(),
+            RunningJob {
+                run_as: record.run_as.clone(),
+                killer: None,
+                cancel: cancel.clone(),
+                done,
+            },
+        );
+        drop(ledger);
+
         let started = match self.start(&record.unit, spec) {
             Ok(started) => started,
             Err(err) => {
@@ -238,11 +254,13 @@ impl Authority {
                     "cannot start {} as {} in {}: {err}",
                     record.argv[0], record.run_as, record.cwd
                 );
-                drop(ledger);
                 self.finish_job(&id, Outcome::Failed(reason.clone()))?;
                 return Err(Error::InvalidArgs(reason));
             }
         };
+        if let Some(job) = self.running_jobs().get_mut(&id) {
+            job.killer = Some(started.killer());
+        }
         record.pid = started.pid();
         record.pid_start = process_start_time(record.pid).unwrap_or(0);
         // Remembering the pid is best effort (not flushed): it only helps to clean up
@@ -250,18 +268,6 @@ impl Authority {
         if let Err(err) = self.store.commit_unflushed(&[Store::put_job(&record)]) {
             tracing::warn!("cannot record the pid of {id}: {err}");
         }
-        let cancel = Arc::new(Notify::new());
-        let (done_tx, done) = watch::channel(false);
-        self.running_jobs().insert(
-            id.clone(),
-            super::jobs::RunningJob {
-                run_as: record.run_as.clone(),
-                killer: started.killer(),
-                cancel: cancel.clone(),
-                done,
-            },
-        );
-        drop(ledger);
         tracing::info!(
             "{id} started for {login} as {}: {:?}",
             record.run_as,
@@ -494,13 +500,15 @@ impl Authority {
 
     /// At shutdown: kills and fails every running job.
     pub fn stop_jobs(&self) {
-        let running: Vec<(String, exec::Killer)> = self
+        let running: Vec<(String, Option<exec::Killer>)> = self
             .running_jobs()
             .iter()
             .map(|(id, job)| (id.clone(), job.killer.clone()))
             .collect();
         for (id, killer) in running {
-            tokio::runtime::Handle::current().block_on(killer.kill());
+            if let Some(killer) = killer {
+                tokio::runtime::Handle::current().block_on(killer.kill());
+            }
             if let Err(err) = self.finish_job(
                 &id,
                 Outcome::Failed("proxyuserd stopped while the job ran".into()),
