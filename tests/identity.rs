@@ -66,6 +66,16 @@ fn proxy_users_cannot_proxy_and_root_is_never_a_target() {
 
     let err = env.ctl_err(ALICE, &["proxy", "set", "root"], NOT_ALLOWED);
     assert!(err.contains("root is never a proxy user"), "{err}");
+    // Admins and trusted callers are never proxy users, whatever a rule says.
+    env.add_rule("[[allow]]\nlogins = [\"pxt-alice\"]\nproxies = [\"pxt-admin\", \"pxt-gw\"]\n");
+    let err = env.ctl_err(ALICE, &["proxy", "set", ADMIN], NOT_ALLOWED);
+    assert!(
+        err.contains("pxt-admin is an admin (member of pxt-admins) and is never a proxy user"),
+        "{err}"
+    );
+    let err = env.ctl_err(ALICE, &["proxy", "set", GATEWAY], NOT_ALLOWED);
+    assert!(err.contains("pxt-gw is a trusted caller"), "{err}");
+
     // Without a rule, no.
     let err = env.ctl_err(CAROL, &["proxy", "set", ETL], NOT_ALLOWED);
     assert!(err.contains("no rule allows it"), "{err}");

@@ -221,6 +221,12 @@ fn cancel_kills_the_whole_process_group() {
         .find(|j| j["id"] == id)
         .unwrap();
     assert_eq!(record["exit_code"], 128 + 9);
+    let end = env.audit_events("exec-end");
+    assert!(
+        end[0]["status"].contains("cancelled by pxt-alice (uid"),
+        "{:?}",
+        end[0]
+    );
     eventually("every process of the group is gone", || {
         pids.iter().all(|&p| !process_alive(p))
     });
@@ -520,6 +526,21 @@ fn bad_exec_and_job_arguments_get_clear_errors() {
         "{}",
         out.stderr
     );
+    // A trusted caller may not run jobs as an admin (that would make it one).
+    let out = env.ctl(GATEWAY, &["exec", "--login", ADMIN, "--", "/bin/true"]);
+    assert_eq!(
+        out.error_name(),
+        Some("org.proxyuserd1.Error.NotAllowed"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr.contains("pxt-admin is an admin"),
+        "{}",
+        out.stderr
+    );
+    // The admin itself may.
+    assert!(env.ctl(ADMIN, &["exec", "--", "/bin/true"]).ok());
 }
 
 #[test]

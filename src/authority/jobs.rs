@@ -31,8 +31,15 @@ pub(super) struct RunningJob {
     run_as: String,
     /// None until the job has started (the slot is taken before, under the lock).
     killer: Option<exec::Killer>,
-    cancel: Arc<Notify>,
+    cancel: Arc<Cancel>,
     done: watch::Receiver<bool>,
+}
+
+/// A request to cancel a job, and who made it (for the exec-end record).
+#[derive(Default)]
+struct Cancel {
+    requested: Notify,
+    by: std::sync::Mutex<Option<String>>,
 }
 
 /// Running jobs by id.
@@ -130,6 +137,14 @@ impl Authority {
                 "proxyuserd never runs jobs as root".into(),
             ));
         }
+        if let Some(what) = self.privileged(&account)
+            && caller.name.as_deref() != Some(account.name.as_str())
+        {
+            return Err(Error::NotAllowed(format!(
+                "{} is {what}: jobs run as it only when it asks itself",
+                account.name
+            )));
+        }
         let cwd = if cwd.is_empty() {
             account.home.clone()
         } else {
@@ -154,6 +169,13 @@ impl Authority {
         job_env.extend(fixed.into_iter().map(|(n, v)| (n.to_string(), v)));
 
         let mut ledger = self.lock();
+        // Who to run as was decided before the lock; a revocation or ClearProxy since
+        // then wins.
+        if self.acts_as(login)? != account.name {
+            return Err(Error::NotAllowed(format!(
+                "the proxy of {login} changed while the job was being started; try again"
+            )));
+        }
         let running_here = self
             .running_jobs()
             .values()
@@ -234,7 +256,7 @@ impl Authority {
         };
         // Take the job's slot (for max_jobs_per_user) before letting go of the lock:
         // starting the process, or the unit, happens outside it.
-        let cancel = Arc::new(Notify::new());
+        let cancel = Arc::new(Cancel::default());
         let (done_tx, done) = watch::channel(false);
         self.running_jobs().insert(
             id.clone(),
@@ -360,7 +382,8 @@ impl Authority {
         self.visible_job(caller, "Cancel", login, id)?;
         if let Some(running) = self.running_jobs().get(id) {
             tracing::info!("{id} cancelled by {caller}");
-            running.cancel.notify_one();
+            *running.cancel.by.lock().unwrap_or_else(|e| e.into_inner()) = Some(caller.to_string());
+            running.cancel.requested.notify_one();
         }
         Ok(())
     }
@@ -415,7 +438,14 @@ impl Authority {
             .with("stream", stream)
             .with("bytes", bytes.to_string())
             .caller(caller);
-        self.record(&mut self.lock(), draft, Vec::new())?;
+        let mut ledger = self.lock();
+        // The download is decided under the lock, so a revocation just before it wins.
+        if !caller.admin && self.acts_as(login)? != job.run_as {
+            return Err(Error::AccessDenied(format!(
+                "job {id} did not run as the user {login} acts as"
+            )));
+        }
+        self.record(&mut ledger, draft, Vec::new())?;
         Ok(file)
     }
 
@@ -581,7 +611,7 @@ async fn supervise(
     authority: Arc<Authority>,
     id: String,
     mut started: exec::Started,
-    cancel: Arc<Notify>,
+    cancel: Arc<Cancel>,
     done: watch::Sender<bool>,
 ) {
     let limits = &authority.config.exec;
@@ -594,8 +624,9 @@ async fn supervise(
     let ended = loop {
         tokio::select! {
             ended = started.wait() => break ended,
-            _ = cancel.notified() => {
-                reason.get_or_insert_with(|| "cancelled".into());
+            _ = cancel.requested.notified() => {
+                let by = cancel.by.lock().unwrap_or_else(|e| e.into_inner()).clone().unwrap_or_default();
+                reason.get_or_insert_with(|| format!("cancelled by {by}"));
                 killer.kill().await;
             }
             _ = async { tokio::time::sleep_until(deadline.expect("only polled with a deadline")).await }, if deadline.is_some() && reason.is_none() => {

@@ -248,6 +248,30 @@ impl Authority {
             .ok_or_else(|| Error::NoSuchUser(format!("no system user {proxy}")))
     }
 
+    /// Why an account must not be used by others (as a proxy user, or to run jobs for
+    /// another caller): its holder is an admin or a trusted caller, so running as it
+    /// would hand out those powers.
+    fn privileged(&self, account: &Account) -> Option<String> {
+        // root has its own, stricter answers (never a proxy, never runs jobs).
+        if let Some(group) = &self.config.admin_group
+            && account.groups.iter().any(|g| g == group)
+        {
+            return Some(format!("an admin (member of {group})"));
+        }
+        if self.config.trusted_callers.contains(&account.name) {
+            return Some("a trusted caller".into());
+        }
+        None
+    }
+
+    /// Whom `login` acts as according to the store (its proxy, else itself).
+    fn acts_as(&self, login: &str) -> Result<String, Error> {
+        Ok(self
+            .store
+            .association(login)?
+            .map_or_else(|| login.to_string(), |a| a.proxy))
+    }
+
     /// The account of a login, if it has one (web logins need not).
     fn login_account(&self, login: &str) -> Result<Option<Arc<Account>>, Error> {
         Ok(self.directory.user(login)?)

@@ -143,7 +143,16 @@ impl Authority {
         mut writes: Vec<Write>,
     ) -> Result<(), Error> {
         let proxy_account = self.proxy_account(proxy)?;
+        // NSS's spelling of the name (SSSD may fold case or qualify it).
+        let proxy = proxy_account.name.as_str();
         let login_account = self.login_account(login)?;
+        if let Some(what) = self.privileged(&proxy_account) {
+            let err = Error::NotAllowed(format!("{proxy} is {what} and is never a proxy user"));
+            let draft = Draft::new(Event::Denied)
+                .with("login", login)
+                .with("proxy", proxy);
+            return Err(self.deny(caller, operation, draft, err));
+        }
         let mut ledger = self.lock();
         let decision = self.rules.load().check(
             &subject(login, login_account.as_deref()),
@@ -261,20 +270,40 @@ impl Authority {
 
     /// Revokes every association the current rules (and NSS) no longer allow. Called
     /// under the lock after each rule change, and by the expiry timer.
-    pub(super) fn sweep_locked(&self, ledger: &mut Ledger) -> Result<usize, Error> {
+    /// Best effort: an association that cannot be checked or revoked now (NSS or the
+    /// store failing) is logged and left for the next sweep, and the others go on.
+    pub(super) fn sweep_locked(&self, ledger: &mut Ledger) -> usize {
         let rules = self.rules.load();
+        let associations = match self.store.associations() {
+            Ok(associations) => associations,
+            Err(err) => {
+                tracing::error!("cannot revalidate associations: {err}");
+                return 0;
+            }
+        };
         let mut revoked = 0;
-        for (login, association) in self.store.associations()? {
-            if let Err(reason) = self.still_allowed(&rules, &login, &association.proxy)? {
-                self.revoke(ledger, &login, &association.proxy, &reason)?;
-                revoked += 1;
+        for (login, association) in associations {
+            let result = self
+                .still_allowed(&rules, &login, &association.proxy)
+                .and_then(|verdict| match verdict {
+                    Ok(_) => Ok(false),
+                    Err(reason) => self
+                        .revoke(ledger, &login, &association.proxy, &reason)
+                        .map(|_| true),
+                });
+            match result {
+                Ok(true) => revoked += 1,
+                Ok(false) => {}
+                Err(err) => {
+                    tracing::error!("cannot revalidate {login} → {}: {err}", association.proxy)
+                }
             }
         }
-        Ok(revoked)
+        revoked
     }
 
     /// Revalidates all associations now (expiry timer, periodic NSS check).
-    pub fn sweep(&self) -> Result<usize, Error> {
+    pub fn sweep(&self) -> usize {
         self.sweep_locked(&mut self.lock())
     }
 }

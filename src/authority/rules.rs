@@ -108,7 +108,7 @@ impl Authority {
                 self.install(compiled, snapshot.generation.max(1));
             }
         }
-        self.sweep_locked(&mut ledger).map_err(|e| e.to_string())?;
+        self.sweep_locked(&mut ledger);
         Ok(())
     }
 
@@ -140,7 +140,7 @@ impl Authority {
         }));
         self.record(ledger, draft, extra)?;
         self.install(compiled, generation);
-        let revoked = self.sweep_locked(ledger)?;
+        let revoked = self.sweep_locked(ledger);
         tracing::info!("rules generation {generation} active ({revoked} associations revoked)");
         self.notify(Notice::RulesChanged(generation));
         Ok(generation)

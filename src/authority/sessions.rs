@@ -245,7 +245,9 @@ impl Authority {
             (session.login.clone(), effective, proxy, uid, gid)
         };
         // Using a session keeps it (and its login session) from idling out. Not flushed:
-        // losing a renewal in a crash only shortens an idle timeout.
+        // losing a renewal in a crash only shortens an idle timeout. Under the lock, so
+        // a session closed meanwhile is not written back to life.
+        let _ledger = self.lock();
         let mut writes = Vec::new();
         for key in renew {
             if let Some(mut s) = self.store.session(&key)? {

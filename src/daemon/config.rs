@@ -9,6 +9,9 @@ use crate::identity::name::{check_group_name, check_user_name};
 
 pub const DEFAULT_PATH: &str = "/etc/proxyuserd/proxyuserd.toml";
 
+/// Longest duration any setting takes (ten years), so that no deadline overflows.
+const MAX_SECS: u64 = 10 * 365 * 24 * 3600;
+
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
@@ -133,6 +136,21 @@ impl Config {
         if let Some(group) = &config.admin_group {
             check_group_name(group).map_err(|e| format!("{file}: admin_group: {e}"))?;
         }
+        let durations = [
+            ("nss_cache_secs", config.nss_cache_secs),
+            ("revalidate_secs", config.revalidate_secs),
+            ("exec.timeout_secs", config.exec.timeout_secs),
+            ("exec.retention_secs", config.exec.retention_secs),
+            ("sessions.ttl_secs", config.sessions.ttl_secs),
+            ("sessions.idle_secs", config.sessions.idle_secs),
+        ];
+        for (key, secs) in durations {
+            if secs > MAX_SECS {
+                return Err(format!(
+                    "{file}: {key} = {secs} is more than {MAX_SECS} (ten years)"
+                ));
+            }
+        }
         if !["auto", "systemd", "direct"].contains(&config.exec.backend.as_str()) {
             return Err(format!(
                 "{file}: exec.backend: {:?} is not auto, systemd or direct",
@@ -196,6 +214,12 @@ mod tests {
         );
         let err = Config::parse("c.toml", "trusted_callers = [\"a b\"]\n").unwrap_err();
         assert!(err.contains("invalid user name \"a b\""), "{err}");
+        let err =
+            Config::parse("c.toml", "[exec]\ntimeout_secs = 18446744073709551615\n").unwrap_err();
+        assert!(
+            err.contains("exec.timeout_secs = 18446744073709551615 is more than"),
+            "{err}"
+        );
         let err = Config::parse("c.toml", "[exec]\nenv_keep = [\"A=B\"]\n").unwrap_err();
         assert!(
             err.contains("\"A=B\" is not an environment variable name"),

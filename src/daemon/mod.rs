@@ -113,15 +113,19 @@ pub async fn run(config: Config) -> Result<(), String> {
                 }
             }
             _ = hangup.recv() => {
-                let authority = authority.clone();
-                match tokio::task::spawn_blocking(move || authority.reload(None)).await {
-                    Ok(Ok(generation)) => {
-                        callers.forget_all();
-                        tracing::info!("SIGHUP: rules reloaded, generation {generation}");
+                // Off the main loop: a reload waits for the store lock, and the loop
+                // feeds the watchdog.
+                let (authority, callers) = (authority.clone(), callers.clone());
+                tokio::spawn(async move {
+                    match tokio::task::spawn_blocking(move || authority.reload(None)).await {
+                        Ok(Ok(generation)) => {
+                            callers.forget_all();
+                            tracing::info!("SIGHUP: rules reloaded, generation {generation}");
+                        }
+                        Ok(Err(err)) => tracing::error!("SIGHUP: rules not reloaded, the old rules stay: {err}"),
+                        Err(err) => tracing::error!("SIGHUP: reload failed: {err}"),
                     }
-                    Ok(Err(err)) => tracing::error!("SIGHUP: rules not reloaded, the old rules stay: {err}"),
-                    Err(err) => tracing::error!("SIGHUP: reload failed: {err}"),
-                }
+                });
             }
             _ = terminate.recv() => break,
             _ = interrupt.recv() => break,
@@ -187,10 +191,8 @@ async fn watch_expiry(authority: Arc<Authority>) {
         tokio::select! {
             _ = tokio::time::sleep(wait) => {
                 let authority = authority.clone();
-                match tokio::task::spawn_blocking(move || authority.sweep()).await {
-                    Ok(Err(err)) => tracing::error!("revalidating associations failed: {err}"),
-                    Err(err) => tracing::error!("revalidating associations failed: {err}"),
-                    Ok(Ok(_)) => {}
+                if let Err(err) = tokio::task::spawn_blocking(move || authority.sweep()).await {
+                    tracing::error!("revalidating associations failed: {err}");
                 }
             }
             _ = &mut changed => {}

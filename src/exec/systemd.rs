@@ -52,6 +52,9 @@ trait Manager {
     ) -> zbus::Result<()>;
 }
 
+/// How long a job may take to start (its program to be executed).
+const START_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// Variables the service manager sets for services by itself (or passes on from its
 /// own environment).
 const MANAGER_ENV: &[&str] = &[
@@ -283,13 +286,25 @@ impl Systemd {
             .start_transient_unit(unit, "fail", &props, &[])
             .await
             .map_err(|e| format!("systemd refused to start {unit}: {e}"))?;
-        let result = loop {
-            let Some(signal) = next(&mut removed).await else {
-                return Err("lost the connection to systemd".into());
-            };
-            let Ok(args) = signal.args() else { continue };
-            if args.job().as_str() == job.as_str() {
-                break args.result().to_string();
+        let finished = async {
+            loop {
+                let Some(signal) = next(&mut removed).await else {
+                    return Err("lost the connection to systemd".to_string());
+                };
+                let Ok(args) = signal.args() else { continue };
+                if args.job().as_str() == job.as_str() {
+                    return Ok(args.result().to_string());
+                }
+            }
+        };
+        let result = match tokio::time::timeout(START_TIMEOUT, finished).await {
+            Ok(result) => result?,
+            Err(_) => {
+                self.kill(unit).await;
+                let _ = self.manager.unref_unit(unit).await;
+                return Err(format!(
+                    "systemd did not start {unit} within {START_TIMEOUT:?}"
+                ));
             }
         };
         if result == "done" {
