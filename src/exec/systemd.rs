@@ -314,7 +314,19 @@ impl Systemd {
             .unit_properties(unit, "org.freedesktop.systemd1.Service")
             .await
             .unwrap_or_default();
+        let code: i32 = prop(&service, "ExecMainCode").unwrap_or(0);
         let status: i32 = prop(&service, "ExecMainStatus").unwrap_or(0);
+        // A program that ran and ended before the start job was done (exit 7 at once)
+        // fails the job too; it did start, and its end is read like any other. Only
+        // systemd's own exit codes (200-243) say it never ran.
+        let ran = match code {
+            1 => !(200..=243).contains(&status),
+            2 | 3 => true,
+            _ => false,
+        };
+        if ran {
+            return Ok(UnitWatch { changes });
+        }
         let _ = self.manager.unref_unit(unit).await;
         Err(format!(
             "{} (systemd job {result}, exit status {status})",
