@@ -149,7 +149,12 @@ fn untrusted_callers_forged_tickets_and_foreign_proxy_tickets_get_nothing() {
 
     let forged = [
         alice[..42].to_string(),
-        format!("{}A", &alice[..42]),
+        // The last character changed (to one it is not).
+        format!(
+            "{}{}",
+            &alice[..42],
+            if alice.ends_with('A') { 'B' } else { 'A' }
+        ),
         "A".repeat(43),
         String::new(),
         format!("{alice}{alice}"),

@@ -428,6 +428,8 @@ impl Env {
         let mut all = vec![
             "--json=short",
             "call",
+            // Arguments may start with '-' (tickets do, now and then).
+            "--",
             "org.proxyuserd1",
             "/org/proxyuserd1",
             &interface,
