@@ -123,10 +123,6 @@ impl Draft {
             .with("caller_pid", caller.pid.to_string())
             .with("caller", caller.name.clone().unwrap_or_default())
     }
-
-    pub fn event(&self) -> Event {
-        self.event
-    }
 }
 
 /// The fields every sealed record has; the rest depend on the event.

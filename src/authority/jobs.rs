@@ -283,12 +283,14 @@ impl Authority {
         if let Some(job) = self.running_jobs().get_mut(&id) {
             job.killer = Some(started.killer());
         }
+        // Remembering the pid (direct backend; a unit is in the record already) is best
+        // effort, not flushed: it only helps to clean up after a crash.
         record.pid = started.pid();
-        record.pid_start = process_start_time(record.pid).unwrap_or(0);
-        // Remembering the pid is best effort (not flushed): it only helps to clean up
-        // after a crash.
-        if let Err(err) = self.store.commit_unflushed(&[Store::put_job(&record)]) {
-            tracing::warn!("cannot record the pid of {id}: {err}");
+        if record.pid > 0 {
+            record.pid_start = process_start_time(record.pid).unwrap_or(0);
+            if let Err(err) = self.store.commit_unflushed(&[Store::put_job(&record)]) {
+                tracing::warn!("cannot record the pid of {id}: {err}");
+            }
         }
         tracing::info!(
             "{id} started for {login} as {}: {:?}",

@@ -64,9 +64,7 @@ impl Callers {
             .into());
         };
         let authority = self.authority.clone();
-        let caller = tokio::task::spawn_blocking(move || authority.caller(uid, pid))
-            .await
-            .map_err(|e| BusError::from(Error::Failed(format!("internal error: {e}"))))??;
+        let caller = super::blocking(move || authority.caller(uid, pid)).await?;
         let caller = Arc::new(caller);
         self.known
             .lock()

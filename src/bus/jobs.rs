@@ -7,7 +7,7 @@ use zbus::object_server::SignalEmitter;
 use zbus::{Connection, interface};
 
 use super::{BusError, Shared};
-use crate::authority::{Error, WaitFor};
+use crate::authority::WaitFor;
 
 pub struct Jobs(pub Shared);
 
@@ -59,10 +59,7 @@ impl Jobs {
                 // The sender goes away only once the end is recorded.
                 let _ = done.wait_for(|finished| *finished).await;
                 let authority = self.0.authority.clone();
-                tokio::task::spawn_blocking(move || authority.job_result(&job_id))
-                    .await
-                    .map_err(|e| BusError::from(Error::Failed(e.to_string())))?
-                    .map_err(BusError::from)
+                super::blocking(move || authority.job_result(&job_id)).await
             }
         }
     }

@@ -102,14 +102,10 @@ impl Shared {
             return Ok(answer);
         }
         let authority = self.authority.clone();
-        tokio::task::spawn_blocking(move || op(&authority, &caller))
-            .await
-            .map_err(|e| BusError::from(Error::Failed(format!("internal error: {e}"))))?
-            .map_err(BusError::from)
+        blocking(move || op(&authority, &caller)).await
     }
 
-    /// Runs `op` for the sender of `header` on a blocking thread (store flushes and NSS
-    /// lookups block).
+    /// Runs `op` for the sender of `header` on a blocking thread.
     async fn call<T, F>(
         &self,
         connection: &Connection,
@@ -120,14 +116,18 @@ impl Shared {
         T: Send + 'static,
         F: FnOnce(&Authority, &Caller) -> Result<T, Error> + Send + 'static,
     {
-        let _in_flight = self.in_flight.read().await;
-        let caller = self.callers.get(connection, header).await?;
-        let authority = self.authority.clone();
-        tokio::task::spawn_blocking(move || op(&authority, &caller))
-            .await
-            .map_err(|e| BusError::from(Error::Failed(format!("internal error: {e}"))))?
-            .map_err(BusError::from)
+        self.call_fast(connection, header, |_, _| None, op).await
     }
+}
+
+/// Runs `op` on a blocking thread (store flushes and NSS lookups block).
+async fn blocking<T: Send + 'static>(
+    op: impl FnOnce() -> Result<T, Error> + Send + 'static,
+) -> Result<T, BusError> {
+    tokio::task::spawn_blocking(op)
+        .await
+        .map_err(|e| BusError::from(Error::Failed(format!("internal error: {e}"))))?
+        .map_err(BusError::from)
 }
 
 /// Turns the authority's notices into signals until the channel closes.

@@ -206,29 +206,34 @@ async fn prune_jobs(authority: Arc<Authority>) {
     if retention == 0 {
         return;
     }
-    let mut every = tokio::time::interval(Duration::from_secs(retention.clamp(1, 600)));
-    loop {
-        every.tick().await;
-        let authority = authority.clone();
-        match tokio::task::spawn_blocking(move || authority.prune_jobs()).await {
-            Ok(Err(err)) => tracing::error!("pruning old jobs failed: {err}"),
-            Err(err) => tracing::error!("pruning old jobs failed: {err}"),
-            Ok(Ok(_)) => {}
-        }
-    }
+    let every = Duration::from_secs(retention.clamp(1, 600));
+    periodically(every, "pruning old jobs", move || authority.prune_jobs()).await
 }
 
 /// Ends expired sessions soon after they expire.
 async fn purge_sessions(authority: Arc<Authority>) {
     let sessions = &authority.config().sessions;
     let every = (sessions.idle_secs.min(sessions.ttl_secs) / 4).clamp(1, 60);
-    let mut every = tokio::time::interval(Duration::from_secs(every));
+    let every = Duration::from_secs(every);
+    periodically(every, "purging expired sessions", move || {
+        authority.purge_sessions()
+    })
+    .await
+}
+
+/// Runs blocking `work` every `period`, logging its failures as `what` failing.
+async fn periodically(
+    period: Duration,
+    what: &'static str,
+    work: impl Fn() -> Result<usize, crate::authority::Error> + Clone + Send + 'static,
+) {
+    let mut every = tokio::time::interval(period);
     loop {
         every.tick().await;
-        let authority = authority.clone();
-        match tokio::task::spawn_blocking(move || authority.purge_sessions()).await {
-            Ok(Err(err)) => tracing::error!("purging expired sessions failed: {err}"),
-            Err(err) => tracing::error!("purging expired sessions failed: {err}"),
+        let work = work.clone();
+        match tokio::task::spawn_blocking(work).await {
+            Ok(Err(err)) => tracing::error!("{what} failed: {err}"),
+            Err(err) => tracing::error!("{what} failed: {err}"),
             Ok(Ok(_)) => {}
         }
     }
