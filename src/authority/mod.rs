@@ -160,7 +160,7 @@ impl Authority {
         Ok(Caller::new(
             uid,
             pid,
-            account.as_ref(),
+            account.as_deref(),
             self.config.admin_group.as_deref(),
             &self.config.trusted_callers,
         ))

@@ -551,8 +551,13 @@ async fn exec(
         return Ok(ExitCode::SUCCESS);
     }
     let (state, code) = jobs.wait(&login, &id).await?;
-    copy_result(jobs, &login, &id, "stdout", &mut std::io::stdout()).await?;
-    copy_result(jobs, &login, &id, "stderr", &mut std::io::stderr()).await?;
+    // Both requests go out before either answer comes back: one round trip, not two.
+    let (stdout, stderr) = tokio::join!(
+        jobs.open_result(&login, &id, "stdout"),
+        jobs.open_result(&login, &id, "stderr"),
+    );
+    copy_fd(stdout?, &id, "stdout", &mut std::io::stdout())?;
+    copy_fd(stderr?, &id, "stderr", &mut std::io::stderr())?;
     Ok(match state.as_str() {
         "exited" => ExitCode::from(u8::try_from(code).unwrap_or(255)),
         "killed" => {
@@ -575,6 +580,16 @@ async fn copy_result(
     out: &mut dyn std::io::Write,
 ) -> Result<(), Failure> {
     let fd = jobs.open_result(login, id, stream).await?;
+    copy_fd(fd, id, stream, out)
+}
+
+/// Copies what the descriptor of one output stream of job `id` reads to `out`.
+fn copy_fd(
+    fd: zbus::OwnedFd,
+    id: &str,
+    stream: &str,
+    out: &mut dyn std::io::Write,
+) -> Result<(), Failure> {
     let mut file = std::fs::File::from(std::os::fd::OwnedFd::from(fd));
     std::io::copy(&mut file, out).map_err(|e| format!("cannot copy the {stream} of {id}: {e}"))?;
     out.flush().map_err(|e| format!("{e}"))?;

@@ -66,13 +66,16 @@ fn lookup_error(what: impl Into<String>, err: nix::Error) -> LookupError {
     }
 }
 
-type Entry<T> = (Instant, T);
+/// Accounts by key, each with the time it was looked up.
+type Cache<K> = Mutex<HashMap<K, (Instant, Option<Arc<Account>>)>>;
 
-/// NSS lookups behind a short-lived cache, so a hot path (every `Resolve`) does not
-/// reread `/etc/passwd` or ask SSSD each time. `ttl` zero disables the cache.
+/// NSS lookups behind a short-lived cache, so a hot path (every `Resolve`, every new
+/// bus connection) does not reread `/etc/passwd` or ask SSSD each time. `ttl` zero
+/// disables the cache.
 pub struct Directory {
     ttl: Duration,
-    by_name: Mutex<HashMap<String, Entry<Option<Arc<Account>>>>>,
+    by_name: Cache<String>,
+    by_uid: Cache<u32>,
 }
 
 /// Bound on cached entries; past it the cache starts over rather than grow without end.
@@ -83,29 +86,53 @@ impl Directory {
         Directory {
             ttl,
             by_name: Mutex::new(HashMap::new()),
+            by_uid: Mutex::new(HashMap::new()),
         }
     }
 
     /// The account named `name`, `None` if there is none.
     pub fn user(&self, name: &str) -> Result<Option<Arc<Account>>, LookupError> {
+        self.cached(&self.by_name, name, || {
+            User::from_name(name).map_err(|e| lookup_error(name, e))
+        })
+    }
+
+    /// The account with uid `uid`, `None` if there is none.
+    pub fn user_by_uid(&self, uid: u32) -> Result<Option<Arc<Account>>, LookupError> {
+        self.cached(&self.by_uid, &uid, || {
+            User::from_uid(Uid::from_raw(uid)).map_err(|e| lookup_error(format!("uid {uid}"), e))
+        })
+    }
+
+    /// The cached account under `key` if it is fresh, else `lookup`'s (then cached).
+    fn cached<K, Q>(
+        &self,
+        cache: &Cache<K>,
+        key: &Q,
+        lookup: impl FnOnce() -> Result<Option<User>, LookupError>,
+    ) -> Result<Option<Arc<Account>>, LookupError>
+    where
+        K: std::borrow::Borrow<Q> + std::hash::Hash + Eq,
+        Q: ToOwned<Owned = K> + std::hash::Hash + Eq + ?Sized,
+    {
         if !self.ttl.is_zero() {
-            let cache = self.by_name.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some((at, hit)) = cache.get(name)
+            let cache = cache.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some((at, hit)) = cache.get(key)
                 && at.elapsed() < self.ttl
             {
                 return Ok(hit.clone());
             }
         }
-        let found = match User::from_name(name).map_err(|e| lookup_error(name, e))? {
+        let found = match lookup()? {
             Some(user) => Some(Arc::new(account(user)?)),
             None => None,
         };
         if !self.ttl.is_zero() {
-            let mut cache = self.by_name.lock().unwrap_or_else(|e| e.into_inner());
+            let mut cache = cache.lock().unwrap_or_else(|e| e.into_inner());
             if cache.len() >= CACHE_LIMIT {
                 cache.clear();
             }
-            cache.insert(name.to_string(), (Instant::now(), found.clone()));
+            cache.insert(key.to_owned(), (Instant::now(), found.clone()));
         }
         Ok(found)
     }
@@ -120,16 +147,6 @@ impl Directory {
         match cache.get(name) {
             Some((at, hit)) if at.elapsed() < self.ttl => Some(hit.clone()),
             _ => None,
-        }
-    }
-
-    /// The account with uid `uid` (not cached: used once per bus connection).
-    pub fn user_by_uid(&self, uid: u32) -> Result<Option<Account>, LookupError> {
-        match User::from_uid(Uid::from_raw(uid))
-            .map_err(|e| lookup_error(format!("uid {uid}"), e))?
-        {
-            Some(user) => Ok(Some(account(user)?)),
-            None => Ok(None),
         }
     }
 
@@ -149,6 +166,10 @@ impl Directory {
     /// Forgets every cached lookup (on reload, so an admin can make NSS changes count now).
     pub fn forget(&self) {
         self.by_name
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
+        self.by_uid
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clear();
