@@ -32,8 +32,11 @@ pub(super) struct RunningJob {
     /// None until the job has started (the slot is taken before, under the lock).
     killer: Option<exec::Killer>,
     cancel: Arc<Cancel>,
-    done: watch::Receiver<bool>,
+    done: watch::Receiver<Option<JobEnd>>,
 }
+
+/// How a job ended, as its exec-end record has it: state and exit code.
+pub type JobEnd = (String, i32);
 
 /// A request to cancel a job, and who made it (for the exec-end record).
 #[derive(Default)]
@@ -48,7 +51,9 @@ pub(super) type RunningJobs = HashMap<String, RunningJob>;
 /// What `Wait` waits for.
 pub enum WaitFor {
     Finished(String, i32),
-    Running(watch::Receiver<bool>),
+    /// Gets the job's end once it is on disk; closed without one if it could not be
+    /// recorded.
+    Running(watch::Receiver<Option<JobEnd>>),
 }
 
 fn check_job_id(id: &str) -> Result<(), Error> {
@@ -257,7 +262,7 @@ impl Authority {
         // Take the job's slot (for max_jobs_per_user) before letting go of the lock:
         // starting the process, or the unit, happens outside it.
         let cancel = Arc::new(Cancel::default());
-        let (done_tx, done) = watch::channel(false);
+        let (done_tx, done) = watch::channel(None);
         self.running_jobs().insert(
             id.clone(),
             RunningJob {
@@ -451,14 +456,14 @@ impl Authority {
         Ok(file)
     }
 
-    /// Records how job `id` ended (exec-end), unless it already has.
-    pub(crate) fn finish_job(&self, id: &str, outcome: Outcome) -> Result<(), Error> {
+    /// Records how job `id` ended (exec-end), unless it already has; the end on record.
+    pub(crate) fn finish_job(&self, id: &str, outcome: Outcome) -> Result<JobEnd, Error> {
         let mut ledger = self.lock();
         let Some(mut job) = self.store.job(id)? else {
-            return Ok(());
+            return Err(Error::NoSuchJob(format!("no job {id}")));
         };
         if !job.running() {
-            return Ok(());
+            return Ok((job.state, job.exit_code));
         }
         let dir = self.job_dir(id);
         job.state = outcome.state().into();
@@ -500,10 +505,10 @@ impl Authority {
         self.notify(Notice::JobFinished {
             id: id.to_string(),
             run_as: job.run_as,
-            state: job.state,
+            state: job.state.clone(),
             exit_code: job.exit_code,
         });
-        Ok(())
+        Ok((job.state, job.exit_code))
     }
 
     /// At start: jobs recorded as running did so when the daemon stopped. They are
@@ -614,7 +619,7 @@ async fn supervise(
     id: String,
     mut started: exec::Started,
     cancel: Arc<Cancel>,
-    done: watch::Sender<bool>,
+    done: watch::Sender<Option<JobEnd>>,
 ) {
     let limits = &authority.config.exec;
     let dir = authority.job_dir(&id);
@@ -667,9 +672,11 @@ async fn supervise(
     let finisher = authority.clone();
     let finished_id = id.clone();
     match tokio::task::spawn_blocking(move || finisher.finish_job(&finished_id, outcome)).await {
-        Ok(Ok(())) => {}
+        Ok(Ok(end)) => {
+            let _ = done.send(Some(end));
+        }
+        // Dropping `done` without an end tells waiters to ask the store.
         Ok(Err(err)) => tracing::error!("cannot record the end of {id}: {err}"),
         Err(err) => tracing::error!("cannot record the end of {id}: {err}"),
     }
-    let _ = done.send(true);
 }

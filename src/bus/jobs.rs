@@ -56,10 +56,19 @@ impl Jobs {
         match waiting {
             WaitFor::Finished(state, code) => Ok((state, code)),
             WaitFor::Running(mut done) => {
-                // The sender goes away only once the end is recorded.
-                let _ = done.wait_for(|finished| *finished).await;
-                let authority = self.0.authority.clone();
-                super::blocking(move || authority.job_result(&job_id)).await
+                // The end arrives once it is on disk; without one, the store says.
+                let end = done
+                    .wait_for(Option::is_some)
+                    .await
+                    .ok()
+                    .and_then(|e| e.clone());
+                match end {
+                    Some(end) => Ok(end),
+                    None => {
+                        let authority = self.0.authority.clone();
+                        super::blocking(move || authority.job_result(&job_id)).await
+                    }
+                }
             }
         }
     }
