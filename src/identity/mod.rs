@@ -296,4 +296,25 @@ mod tests {
         assert_eq!(dir.user("no-such-user-here").unwrap(), None);
         assert_eq!(dir.user_by_uid(0).unwrap().unwrap().name, "root");
     }
+
+    #[test]
+    fn lookups_are_reused_within_the_ttl_and_forgotten_on_request() {
+        let same = |a: Option<Arc<Account>>, b: Option<Arc<Account>>| {
+            Arc::ptr_eq(&a.unwrap(), &b.unwrap())
+        };
+        let dir = Directory::new(Duration::from_secs(60));
+        assert!(same(
+            dir.user_by_uid(0).unwrap(),
+            dir.user_by_uid(0).unwrap()
+        ));
+        assert!(same(dir.user("root").unwrap(), dir.user("root").unwrap()));
+        let before = dir.user_by_uid(0).unwrap();
+        dir.forget();
+        assert!(!same(before, dir.user_by_uid(0).unwrap()));
+        let uncached = Directory::new(Duration::ZERO);
+        assert!(!same(
+            uncached.user_by_uid(0).unwrap(),
+            uncached.user_by_uid(0).unwrap()
+        ));
+    }
 }
