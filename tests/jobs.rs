@@ -233,6 +233,23 @@ fn cancel_kills_the_whole_process_group() {
 }
 
 #[test]
+fn what_a_job_leaves_behind_in_its_group_ends_with_it() {
+    let env = Env::start("jobleftover");
+    env.ctl_ok(ALICE, &["proxy", "set", ETL]);
+    let out = env.ctl(
+        ALICE,
+        &["exec", "--", "/bin/sh", "-c", "sleep 300 & echo $!"],
+    );
+    assert_eq!(out.code, 0, "{out:?}");
+    let pid: u32 = out
+        .stdout
+        .trim()
+        .parse()
+        .expect("the pid of the background sleep");
+    eventually("the job's leftover process is gone", || !process_alive(pid));
+}
+
+#[test]
 fn the_timeout_kills_a_job() {
     let env = Env::with(
         "jobtimeout",
@@ -376,14 +393,17 @@ fn every_exec_and_download_is_audited_in_the_store_and_the_journal() {
     assert_eq!(records[1]["state"], "exited");
     assert_eq!(records[1]["exit_code"], "0");
     assert!(records[1]["duration_us"].parse::<u64>().unwrap() > 0);
-    assert_eq!(
-        (records[2]["stream"].as_str(), records[2]["bytes"].as_str()),
-        ("stdout", "4")
-    );
-    assert_eq!(
-        (records[3]["stream"].as_str(), records[3]["bytes"].as_str()),
-        ("stderr", "0")
-    );
+    // proxyuserctl asks for both streams at once, so either may be recorded first.
+    let mut downloads: Vec<(&str, &str)> = records[2..]
+        .iter()
+        .map(|r| (r["stream"].as_str(), r["bytes"].as_str()))
+        .collect();
+    downloads.sort();
+    assert_eq!(downloads, [("stderr", "0"), ("stdout", "4")]);
+    for record in &records[2..] {
+        assert_eq!(record["job"], id);
+        assert_eq!(record["effective"], ETL);
+    }
 
     for (event, want) in [("exec-start", 1), ("exec-end", 1), ("download", 2)] {
         let found = env.journal_audit(
