@@ -649,11 +649,8 @@ async fn supervise(
             }
         }
     };
-    // Whatever the job left behind in its process group goes with it (a unit's cgroup
-    // is emptied by systemd itself).
-    if let exec::Killer::Group(_) = killer {
-        killer.kill().await;
-    }
+    // Whatever the job left behind went with it: its process group (killed by
+    // `wait`), or its unit's cgroup (emptied by systemd itself).
     if reason
         .as_deref()
         .is_some_and(|r| r.contains("max_output_bytes"))

@@ -15,6 +15,7 @@ pub mod systemd;
 use std::ffi::CString;
 use std::fs::OpenOptions;
 use std::io;
+use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
@@ -25,6 +26,8 @@ use nix::sys::stat::{Mode, umask};
 use nix::unistd::{
     Gid, Pid, Uid, chdir, getegid, geteuid, getgid, getuid, setgroups, setresgid, setresuid, setsid,
 };
+use tokio::io::Interest;
+use tokio::io::unix::AsyncFd;
 
 /// Everything needed to start a job.
 #[derive(Debug)]
@@ -121,13 +124,27 @@ impl Started {
         }
     }
 
-    /// Waits for the job's main process to end.
+    /// Waits for the job's main process to end. Under the direct backend whatever it
+    /// left behind in its process group is killed with it. Cancel-safe.
     pub async fn wait(&mut self) -> Ended {
         match self {
-            Started::Direct(running) => match running.child.wait().await {
-                Ok(status) => Ended::from_status(status),
-                Err(err) => Ended::Failed(format!("cannot wait for the job: {err}")),
-            },
+            Started::Direct(running) => {
+                if let Some(exited) = &running.exited {
+                    // The leader has ended but is not reaped yet, so no other process
+                    // can have taken its id as a process group id: kill the group now.
+                    if exited.readable().await.is_ok() {
+                        kill_group(running.pgid);
+                    }
+                }
+                let status = running.child.wait().await;
+                if running.exited.is_none() {
+                    kill_group(running.pgid);
+                }
+                match status {
+                    Ok(status) => Ended::from_status(status),
+                    Err(err) => Ended::Failed(format!("cannot wait for the job: {err}")),
+                }
+            }
             Started::Unit {
                 systemd,
                 name,
@@ -188,6 +205,10 @@ pub struct Running {
     pub child: tokio::process::Child,
     /// The job's process group (it leads a new session).
     pub pgid: u32,
+    /// A pidfd of the job's main process: readable once it has ended, before it is
+    /// reaped. `None` if the kernel has no pidfd_open (before Linux 5.3); the group is
+    /// then killed after the reap.
+    exited: Option<AsyncFd<OwnedFd>>,
 }
 
 /// Starts `spec` as its user (direct backend). An `Err` means nothing runs: the
@@ -234,7 +255,36 @@ pub fn spawn(spec: JobSpec) -> io::Result<Running> {
     }
     let child = command.spawn()?;
     let pgid = child.id().unwrap_or(0);
-    Ok(Running { child, pgid })
+    let exited = match pidfd_open(pgid) {
+        Ok(fd) => Some(fd),
+        Err(err) => {
+            tracing::warn!(
+                "no pidfd for job process {pgid} ({err}): its group is killed after it is reaped"
+            );
+            None
+        }
+    };
+    Ok(Running {
+        child,
+        pgid,
+        exited,
+    })
+}
+
+/// A pidfd for our own unreaped child `pid` (close-on-exec, as pidfd_open makes it).
+fn pidfd_open(pid: u32) -> io::Result<AsyncFd<OwnedFd>> {
+    let pid = libc::pid_t::try_from(pid)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "pid out of range"))?;
+    // SAFETY: pidfd_open(2) takes a pid and flags and returns a new descriptor or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let fd = RawFd::try_from(fd).map_err(|_| io::Error::other("pidfd out of range"))?;
+    // SAFETY: `fd` was just returned by the kernel and nothing else owns it.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    // SAFETY: the AsyncFd owns `fd`, which stays open and the same until it is dropped.
+    Ok(unsafe { AsyncFd::register_with_interest(fd, Interest::READABLE) }?)
 }
 
 /// SIGKILL to a job's whole process group. Gone already is fine.
