@@ -255,3 +255,62 @@ fn when_the_audit_store_cannot_be_written_nothing_happens() {
     // And it works again.
     env.ctl_ok(BOB, &["proxy", "set", ETL]);
 }
+
+#[test]
+fn a_user_causing_denials_in_a_loop_is_slowed_and_every_denial_is_recorded() {
+    let env = Env::with(
+        "throttle",
+        "denial_rate = 5\ndenial_burst = 3\n",
+        &[("10-base.toml", BASE_RULES)],
+    );
+    // Three denials are free, the fourth sets the pace: each further call waits its
+    // 1/5 s. (A lower bound only: a deliberate wait cannot be shorter on a slow machine.)
+    let start = std::time::Instant::now();
+    let denied = records_of(&env, || {
+        for _ in 0..6 {
+            env.ctl_err(
+                MALLORY,
+                &["resolve", ALICE],
+                "org.freedesktop.DBus.Error.AccessDenied",
+            );
+        }
+    });
+    assert!(
+        start.elapsed() >= std::time::Duration::from_millis(400),
+        "two calls past the pace waited 1/5 s each: {:?}",
+        start.elapsed()
+    );
+    assert_eq!(denied.len(), 6, "{denied:?}");
+    assert!(denied.iter().all(|r| r["event"] == "denied"));
+    const SLOWED: &str = "causes denials faster than denial_rate";
+    let slowed = |messages: &[String]| -> Vec<String> {
+        messages
+            .iter()
+            .filter(|m| m.contains(SLOWED))
+            .cloned()
+            .collect()
+    };
+    let warnings = slowed(&env.log_messages(SLOWED));
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(warnings[0].contains(MALLORY), "{}", warnings[0]);
+
+    // Others are served as before, and the gateway is never slowed.
+    assert!(env.ctl_ok(ALICE, &["resolve"]).contains(ALICE));
+    for _ in 0..10 {
+        env.ctl_err(
+            GATEWAY,
+            &["sessions"],
+            "org.freedesktop.DBus.Error.AccessDenied",
+        );
+    }
+    // A reload logs a line after whatever the gateway's denials logged.
+    env.ctl_ok("root", &["rules", "reload"]);
+    let messages = env.log_messages("rules generation 2 active");
+    assert!(
+        messages
+            .iter()
+            .any(|m| m.contains("rules generation 2 active")),
+        "{messages:?}"
+    );
+    assert_eq!(slowed(&messages).len(), 1, "{messages:?}");
+}

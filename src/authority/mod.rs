@@ -12,10 +12,11 @@ mod jobs;
 mod proxy;
 mod rules;
 mod sessions;
+mod throttle;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use tokio::sync::{Notify, mpsc};
@@ -113,6 +114,8 @@ pub struct Authority {
     rules_changed: Notify,
     running: Mutex<jobs::RunningJobs>,
     backend: crate::exec::Backend,
+    /// Slows down users who cause denials too fast.
+    throttle: throttle::Throttle,
 }
 
 impl Authority {
@@ -129,6 +132,7 @@ impl Authority {
         let (notices, receiver) = mpsc::unbounded_channel();
         let authority = Arc::new(Authority {
             directory: Directory::new(Duration::from_secs(config.nss_cache_secs)),
+            throttle: throttle::Throttle::new(config.denial_rate, config.denial_burst),
             config,
             store,
             rules: ArcSwap::from_pointee(CompiledRules::default()),
@@ -147,6 +151,15 @@ impl Authority {
 
     pub fn config(&self) -> &Config {
         &self.config
+    }
+
+    /// How long a call of `caller` waits before it is served: zero unless the caller
+    /// has caused denials faster than `denial_rate`.
+    pub fn call_delay(&self, caller: &Caller) -> Duration {
+        if unthrottled(caller) {
+            return Duration::ZERO;
+        }
+        self.throttle.delay(caller.uid, Instant::now())
     }
 
     /// The current rule generation; it grows with every change of the rule set.
@@ -200,6 +213,12 @@ impl Authority {
     /// Records a denial. The caller gets `err` either way: if even the denial cannot be
     /// recorded, that is logged (the operation is refused regardless).
     fn deny(&self, caller: &Caller, operation: &str, draft: Draft, err: Error) -> Error {
+        if !unthrottled(caller) && self.throttle.denied(caller.uid, Instant::now()) {
+            tracing::warn!(
+                "{caller} causes denials faster than denial_rate ({}/s): its calls wait from now on",
+                self.config.denial_rate
+            );
+        }
         let draft = draft
             .with("operation", operation)
             .with("reason", err.to_string())
@@ -294,4 +313,9 @@ pub fn next_check(authority: &Authority, now: Micros) -> Micros {
         .load()
         .next_expiry(now)
         .map_or(periodic, |t| t.min(periodic))
+}
+
+/// Root, admins and trusted callers are never slowed down.
+fn unthrottled(caller: &Caller) -> bool {
+    caller.uid == 0 || caller.admin || caller.trusted
 }

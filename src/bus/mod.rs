@@ -96,8 +96,13 @@ impl Shared {
         Q: FnOnce(&Authority, &Caller) -> Option<T>,
         F: FnOnce(&Authority, &Caller) -> Result<T, Error> + Send + 'static,
     {
-        let _in_flight = self.in_flight.read().await;
         let caller = self.callers.get(connection, header).await?;
+        // Outside `in_flight`: a slowed-down caller does not hold up shutdown.
+        let delay = self.authority.call_delay(&caller);
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+        }
+        let _in_flight = self.in_flight.read().await;
         if let Some(answer) = fast(&self.authority, &caller) {
             return Ok(answer);
         }

@@ -12,6 +12,9 @@ pub const DEFAULT_PATH: &str = "/etc/proxyuserd/proxyuserd.toml";
 /// Longest duration any setting takes (ten years), so that no deadline overflows.
 const MAX_SECS: u64 = 10 * 365 * 24 * 3600;
 
+/// Bound of `denial_rate` and `denial_burst`.
+const MAX_DENIALS: u32 = 1_000_000;
+
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
@@ -28,6 +31,11 @@ pub struct Config {
     /// How often associations are checked against NSS changes (group membership, deleted
     /// accounts) even when no rule changed.
     pub revalidate_secs: u64,
+    /// Denials per second a user may cause (after a burst of `denial_burst`) before its
+    /// calls are slowed down; 0 means no limit. Root, admins and trusted callers are
+    /// never slowed. Every denial is recorded either way.
+    pub denial_rate: u32,
+    pub denial_burst: u32,
     pub exec: ExecConfig,
     pub sessions: SessionsConfig,
 }
@@ -41,6 +49,8 @@ impl Default for Config {
             admin_group: None,
             nss_cache_secs: 5,
             revalidate_secs: 60,
+            denial_rate: 5,
+            denial_burst: 20,
             exec: ExecConfig::default(),
             sessions: SessionsConfig::default(),
         }
@@ -151,6 +161,19 @@ impl Config {
                 ));
             }
         }
+        for (key, value) in [
+            ("denial_rate", config.denial_rate),
+            ("denial_burst", config.denial_burst),
+        ] {
+            if value > MAX_DENIALS {
+                return Err(format!(
+                    "{file}: {key} = {value} is more than {MAX_DENIALS}"
+                ));
+            }
+        }
+        if config.denial_burst == 0 {
+            return Err(format!("{file}: denial_burst = 0: it must be at least 1"));
+        }
         if !["auto", "systemd", "direct"].contains(&config.exec.backend.as_str()) {
             return Err(format!(
                 "{file}: exec.backend: {:?} is not auto, systemd or direct",
@@ -224,6 +247,32 @@ mod tests {
         assert!(
             err.contains("\"A=B\" is not an environment variable name"),
             "{err}"
+        );
+        let err = Config::parse("c.toml", "denial_burst = 0\n").unwrap_err();
+        assert!(
+            err.contains("denial_burst = 0: it must be at least 1"),
+            "{err}"
+        );
+        let err = Config::parse("c.toml", "denial_rate = 2000000\n").unwrap_err();
+        assert!(err.contains("denial_rate = 2000000 is more than"), "{err}");
+    }
+
+    #[test]
+    fn the_example_config_is_valid_and_says_the_defaults() {
+        let example = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/proxyuserd.toml");
+        let config = Config::load(Path::new(example)).unwrap();
+        let defaults = Config::default();
+        assert_eq!(
+            (
+                config.denial_rate,
+                config.denial_burst,
+                config.nss_cache_secs
+            ),
+            (
+                defaults.denial_rate,
+                defaults.denial_burst,
+                defaults.nss_cache_secs
+            )
         );
     }
 }

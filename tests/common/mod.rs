@@ -493,17 +493,41 @@ impl Env {
     /// journald entries of this env's daemons with `SYSLOG_IDENTIFIER=proxyuserd-audit`
     /// that match `fields`, waiting until at least `want` are there.
     pub fn journal_audit(&self, fields: &[(&str, &str)], want: usize) -> Vec<serde_json::Value> {
+        self.journal("proxyuserd-audit", fields, want)
+    }
+
+    /// The `MESSAGE`s of the daemons' operational log (journald, `proxyuserd`), waiting
+    /// until one contains `until`.
+    pub fn log_messages(&self, until: &str) -> Vec<String> {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let messages: Vec<String> = self
+                .journal("proxyuserd", &[], 0)
+                .iter()
+                .filter_map(|e| e["MESSAGE"].as_str().map(str::to_string))
+                .collect();
+            if messages.iter().any(|m| m.contains(until)) || Instant::now() > deadline {
+                return messages;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// journald entries of this env's daemons with `SYSLOG_IDENTIFIER=identifier` that
+    /// match `fields`, waiting until at least `want` are there.
+    fn journal(
+        &self,
+        identifier: &str,
+        fields: &[(&str, &str)],
+        want: usize,
+    ) -> Vec<serde_json::Value> {
         let deadline = Instant::now() + PATIENCE;
         loop {
             let mut found = Vec::new();
             for pid in &self.pids {
                 let mut command = Command::new("journalctl");
-                command.args([
-                    "-o",
-                    "json",
-                    "--no-pager",
-                    "SYSLOG_IDENTIFIER=proxyuserd-audit",
-                ]);
+                command.args(["-o", "json", "--no-pager"]);
+                command.arg(format!("SYSLOG_IDENTIFIER={identifier}"));
                 command.arg(format!("_PID={pid}"));
                 for (k, v) in fields {
                     command.arg(format!("{k}={v}"));
