@@ -281,6 +281,28 @@ fn a_user_causing_denials_in_a_loop_is_slowed_and_every_denial_is_recorded() {
         start.elapsed()
     );
     assert_eq!(denied.len(), 6, "{denied:?}");
+    // Concurrent calls of a slowed-down user go one at a time, each after its wait:
+    // five at once take five waits, not one.
+    let start = std::time::Instant::now();
+    let concurrent = records_of(&env, || {
+        std::thread::scope(|scope| {
+            for _ in 0..5 {
+                scope.spawn(|| {
+                    env.ctl_err(
+                        MALLORY,
+                        &["resolve", ALICE],
+                        "org.freedesktop.DBus.Error.AccessDenied",
+                    )
+                });
+            }
+        });
+    });
+    assert!(
+        start.elapsed() >= std::time::Duration::from_millis(900),
+        "five concurrent calls past the pace took {:?}",
+        start.elapsed()
+    );
+    assert_eq!(concurrent.len(), 5, "{concurrent:?}");
     assert!(denied.iter().all(|r| r["event"] == "denied"));
     const SLOWED: &str = "causes denials faster than denial_rate";
     let slowed = |messages: &[String]| -> Vec<String> {
