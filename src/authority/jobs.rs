@@ -448,9 +448,15 @@ impl Authority {
         let mut ledger = self.lock();
         // The download is decided under the lock, so a revocation just before it wins.
         if !caller.admin && self.acts_as(login)? != job.run_as {
-            return Err(Error::AccessDenied(format!(
-                "job {id} did not run as the user {login} acts as"
-            )));
+            drop(ledger);
+            let err =
+                Error::AccessDenied(format!("job {id} did not run as the user {login} acts as"));
+            let draft = Draft::new(Event::Denied)
+                .with("login", login)
+                .with("effective", job.run_as.as_str())
+                .with("job", id)
+                .with("stream", stream);
+            return Err(self.deny(caller, "OpenResult", draft, err));
         }
         self.record(&mut ledger, draft, Vec::new())?;
         Ok(file)

@@ -556,8 +556,11 @@ async fn exec(
         jobs.open_result(&login, &id, "stdout"),
         jobs.open_result(&login, &id, "stderr"),
     );
-    copy_fd(stdout?, &id, "stdout", &mut std::io::stdout())?;
-    copy_fd(stderr?, &id, "stderr", &mut std::io::stderr())?;
+    // What was handed out (and recorded as downloaded) is delivered before any error.
+    let stdout = stdout.map(|fd| copy_fd(fd, &id, "stdout", &mut std::io::stdout()));
+    let stderr = stderr.map(|fd| copy_fd(fd, &id, "stderr", &mut std::io::stderr()));
+    stdout??;
+    stderr??;
     Ok(match state.as_str() {
         "exited" => ExitCode::from(u8::try_from(code).unwrap_or(255)),
         "killed" => {
