@@ -92,17 +92,31 @@ pub enum Started {
     },
 }
 
-/// Kills a started job: its process group, or its unit's cgroup.
+/// Kills a started job: its process group (unless its leader has been reaped, after
+/// which the group id could belong to somebody else), or its unit's cgroup.
 #[derive(Clone)]
 pub enum Killer {
-    Group(u32),
+    Group(u32, Reaped),
     Unit(Arc<systemd::Systemd>, String),
+}
+
+/// Whether a job's leader has been reaped; held while reaping and while killing, so a
+/// kill never comes after the reap.
+pub type Reaped = Arc<std::sync::Mutex<bool>>;
+
+fn lock(reaped: &Reaped) -> std::sync::MutexGuard<'_, bool> {
+    reaped.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl Killer {
     pub async fn kill(&self) {
         match self {
-            Killer::Group(pgid) => kill_group(*pgid),
+            Killer::Group(pgid, reaped) => {
+                let reaped = lock(reaped);
+                if !*reaped {
+                    kill_group(*pgid);
+                }
+            }
             Killer::Unit(systemd, unit) => systemd.kill(unit).await,
         }
     }
@@ -111,7 +125,7 @@ impl Killer {
 impl Started {
     pub fn killer(&self) -> Killer {
         match self {
-            Started::Direct(running) => Killer::Group(running.pgid),
+            Started::Direct(running) => Killer::Group(running.pgid, running.reaped.clone()),
             Started::Unit { systemd, name, .. } => Killer::Unit(systemd.clone(), name.clone()),
         }
     }
@@ -130,14 +144,30 @@ impl Started {
         match self {
             Started::Direct(running) => {
                 if let Some(exited) = &running.exited {
+                    // Fails only when the runtime shuts down (the job is killed then).
+                    let _ = exited.readable().await;
                     // The leader has ended but is not reaped yet, so no other process
-                    // can have taken its id as a process group id: kill the group now.
-                    if exited.readable().await.is_ok() {
-                        kill_group(running.pgid);
+                    // can have taken its id as a process group id: kill the group, then
+                    // reap, under the lock that other kills take.
+                    let mut reaped = lock(&running.reaped);
+                    kill_group(running.pgid);
+                    match running.child.try_wait() {
+                        Ok(Some(status)) => {
+                            *reaped = true;
+                            return Ended::from_status(status);
+                        }
+                        Ok(None) => {}
+                        Err(err) => {
+                            *reaped = true;
+                            return Ended::Failed(format!("cannot wait for the job: {err}"));
+                        }
                     }
                 }
                 let status = running.child.wait().await;
+                let mut reaped = lock(&running.reaped);
+                *reaped = true;
                 if running.exited.is_none() {
+                    // Without a pidfd the group can only be killed after the reap.
                     kill_group(running.pgid);
                 }
                 match status {
@@ -209,6 +239,7 @@ pub struct Running {
     /// reaped. `None` if the kernel has no pidfd_open (before Linux 5.3); the group is
     /// then killed after the reap.
     exited: Option<AsyncFd<OwnedFd>>,
+    reaped: Reaped,
 }
 
 /// Starts `spec` as its user (direct backend). An `Err` means nothing runs: the
@@ -268,6 +299,7 @@ pub fn spawn(spec: JobSpec) -> io::Result<Running> {
         child,
         pgid,
         exited,
+        reaped: Reaped::default(),
     })
 }
 
