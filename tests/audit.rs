@@ -258,52 +258,60 @@ fn when_the_audit_store_cannot_be_written_nothing_happens() {
 
 #[test]
 fn a_user_causing_denials_in_a_loop_is_slowed_and_every_denial_is_recorded() {
+    // One denial a second after a burst of one.
     let env = Env::with(
         "throttle",
-        "denial_rate = 5\ndenial_burst = 3\n",
+        "denial_rate = 1\ndenial_burst = 1\n",
         &[("10-base.toml", BASE_RULES)],
     );
-    // Three denials are free, the fourth sets the pace: each further call waits its
-    // 1/5 s. (A lower bound only: a deliberate wait cannot be shorter on a slow machine.)
-    let start = std::time::Instant::now();
-    let denied = records_of(&env, || {
-        for _ in 0..6 {
-            env.ctl_err(
-                MALLORY,
-                &["resolve", ALICE],
-                "org.freedesktop.DBus.Error.AccessDenied",
-            );
-        }
-    });
+    let before = env.audit().len();
+    // Mallory asks for alice's identity three times in a row, then ten times at once.
+    let out = env
+        .command_as(MALLORY, "/usr/bin/python3")
+        .arg(repo().join("tests/flood_client.py"))
+        .args([&env.address, ALICE, "1", "1", "1", "10"])
+        .output()
+        .unwrap();
     assert!(
-        start.elapsed() >= std::time::Duration::from_millis(400),
-        "two calls past the pace waited 1/5 s each: {:?}",
-        start.elapsed()
+        out.status.success(),
+        "flood client failed: {}",
+        String::from_utf8_lossy(&out.stderr)
     );
-    assert_eq!(denied.len(), 6, "{denied:?}");
-    // Concurrent calls of a slowed-down user go one at a time, each after its wait:
-    // five at once take five waits, not one.
-    let start = std::time::Instant::now();
-    let concurrent = records_of(&env, || {
-        std::thread::scope(|scope| {
-            for _ in 0..5 {
-                scope.spawn(|| {
-                    env.ctl_err(
-                        MALLORY,
-                        &["resolve", ALICE],
-                        "org.freedesktop.DBus.Error.AccessDenied",
-                    )
-                });
-            }
-        });
-    });
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let count = |burst: &str, name: &str| {
+        stdout
+            .lines()
+            .filter(|l| l.split_once(' ') == Some((burst, name)))
+            .count()
+    };
+    const DENIED: &str = "org.freedesktop.DBus.Error.AccessDenied";
+    const LIMITS: &str = "org.freedesktop.DBus.Error.LimitsExceeded";
+    for burst in ["1", "2", "3"] {
+        assert_eq!(count(burst, DENIED), 1, "{stdout}");
+    }
+    // The second denial made mallory wait, so of the ten at once four wait for their
+    // turns and are denied one by one, and the rest are refused at once.
+    assert_eq!(count("4", DENIED), 4, "{stdout}");
+    assert_eq!(count("4", LIMITS), 6, "{stdout}");
+
+    // Every denial is recorded, and those that waited were served a second apart (a
+    // lower bound: a deliberate wait cannot be shorter on a slow machine).
+    let records = env.audit().split_off(before);
+    assert_eq!(records.len(), 7, "{records:?}");
+    let (mallory_uid, _) = ids(MALLORY);
     assert!(
-        start.elapsed() >= std::time::Duration::from_millis(900),
-        "five concurrent calls past the pace took {:?}",
-        start.elapsed()
+        records
+            .iter()
+            .all(|r| r["event"] == "denied" && r["caller_uid"] == mallory_uid.to_string())
     );
-    assert_eq!(concurrent.len(), 5, "{concurrent:?}");
-    assert!(denied.iter().all(|r| r["event"] == "denied"));
+    let times: Vec<u64> = records[3..]
+        .iter()
+        .map(|r| r["time"].parse().unwrap())
+        .collect();
+    for pair in times.windows(2) {
+        assert!(pair[1] - pair[0] >= 500_000, "{times:?}");
+    }
+
     const SLOWED: &str = "causes denials faster than denial_rate";
     let slowed = |messages: &[String]| -> Vec<String> {
         messages
@@ -318,12 +326,8 @@ fn a_user_causing_denials_in_a_loop_is_slowed_and_every_denial_is_recorded() {
 
     // Others are served as before, and the gateway is never slowed.
     assert!(env.ctl_ok(ALICE, &["resolve"]).contains(ALICE));
-    for _ in 0..10 {
-        env.ctl_err(
-            GATEWAY,
-            &["sessions"],
-            "org.freedesktop.DBus.Error.AccessDenied",
-        );
+    for _ in 0..5 {
+        env.ctl_err(GATEWAY, &["sessions"], DENIED);
     }
     // A reload logs a line after whatever the gateway's denials logged.
     env.ctl_ok("root", &["rules", "reload"]);

@@ -153,13 +153,23 @@ impl Authority {
         &self.config
     }
 
-    /// How long a call of `caller` waits before it is served: zero unless the caller
-    /// has caused denials faster than `denial_rate`.
-    pub fn call_delay(&self, caller: &Caller) -> Duration {
-        if unthrottled(caller) {
-            return Duration::ZERO;
+    /// Whose denial budget `caller` spends: its uid; one shared budget for callers
+    /// without an account (so that a range of unmapped uids buys nothing); `None` for
+    /// root, admins and trusted callers, who are never slowed down.
+    pub fn throttle_key(&self, caller: &Caller) -> Option<u32> {
+        if caller.uid == 0 || caller.admin || caller.trusted {
+            None
+        } else if caller.name.is_some() {
+            Some(caller.uid)
+        } else {
+            Some(u32::MAX)
         }
-        self.throttle.delay(caller.uid, Instant::now())
+    }
+
+    /// How long a call under throttle key `key` waits before it is served: zero unless
+    /// its callers have caused denials faster than `denial_rate`.
+    pub fn call_delay(&self, key: u32) -> Duration {
+        self.throttle.delay(key, Instant::now())
     }
 
     /// The current rule generation; it grows with every change of the rule set.
@@ -213,7 +223,9 @@ impl Authority {
     /// Records a denial. The caller gets `err` either way: if even the denial cannot be
     /// recorded, that is logged (the operation is refused regardless).
     fn deny(&self, caller: &Caller, operation: &str, draft: Draft, err: Error) -> Error {
-        if !unthrottled(caller) && self.throttle.denied(caller.uid, Instant::now()) {
+        if let Some(key) = self.throttle_key(caller)
+            && self.throttle.denied(key, Instant::now())
+        {
             tracing::warn!(
                 "{caller} causes denials faster than denial_rate ({}/s): its calls wait from now on",
                 self.config.denial_rate
@@ -313,9 +325,4 @@ pub fn next_check(authority: &Authority, now: Micros) -> Micros {
         .load()
         .next_expiry(now)
         .map_or(periodic, |t| t.min(periodic))
-}
-
-/// Root, admins and trusted callers are never slowed down.
-fn unthrottled(caller: &Caller) -> bool {
-    caller.uid == 0 || caller.admin || caller.trusted
 }

@@ -11,8 +11,9 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-/// A user who overdid it is forgiven after at most this long without denials.
-const MAX_WAIT: Duration = Duration::from_secs(60);
+/// The longest a call waits (well under the usual 25 s D-Bus reply timeout); a user who
+/// overdid it is forgiven after at most this long without denials.
+pub const MAX_WAIT: Duration = Duration::from_secs(10);
 
 /// Past this many tracked users, those with nothing owed are forgotten.
 const TRACKED: usize = 4096;
@@ -43,20 +44,20 @@ impl Throttle {
         }
     }
 
-    /// How long a call of `uid` waits before it is served (usually zero).
-    pub fn delay(&self, uid: u32, now: Instant) -> Duration {
+    /// How long a call under `key` waits before it is served (usually zero).
+    pub fn delay(&self, key: u32, now: Instant) -> Duration {
         if self.interval.is_none() {
             return Duration::ZERO;
         }
         let users = self.users.lock().unwrap_or_else(|e| e.into_inner());
-        users.get(&uid).map_or(Duration::ZERO, |user| {
+        users.get(&key).map_or(Duration::ZERO, |user| {
             user.tat.saturating_duration_since(now + self.tolerance)
         })
     }
 
-    /// Counts a denial caused by `uid`; true if it is what starts slowing the user down
+    /// Counts a denial under `key`; true if it is what starts slowing the user down
     /// (again only once the user has had its whole burst back).
-    pub fn denied(&self, uid: u32, now: Instant) -> bool {
+    pub fn denied(&self, key: u32, now: Instant) -> bool {
         let Some(interval) = self.interval else {
             return false;
         };
@@ -64,7 +65,7 @@ impl Throttle {
         if users.len() >= TRACKED {
             users.retain(|_, user| user.tat > now);
         }
-        let user = users.entry(uid).or_insert(User {
+        let user = users.entry(key).or_insert(User {
             tat: now,
             slowed: false,
         });

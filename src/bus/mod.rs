@@ -3,12 +3,12 @@
 //! [`Authority`] on a blocking thread, and its errors become the contract's D-Bus errors.
 
 mod admin;
+mod admission;
 mod callers;
 mod identity;
 mod jobs;
 mod sessions;
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use tokio::sync::mpsc;
@@ -21,6 +21,7 @@ use crate::authority::{Authority, Error, Notice};
 use crate::identity::Caller;
 
 pub use admin::Admin;
+pub use admission::Admission;
 pub use callers::Callers;
 pub use identity::Identity;
 pub use jobs::Jobs;
@@ -80,22 +81,7 @@ pub struct Shared {
     /// Held shared by every call in progress; shutdown takes it exclusively to wait for
     /// them (the lock is fair, so calls arriving after that wait until the process ends).
     pub in_flight: Arc<tokio::sync::RwLock<()>>,
-    pub turns: Arc<Turns>,
-}
-
-/// A turn per slowed-down caller uid (see [`Authority::call_delay`]).
-#[derive(Default)]
-pub struct Turns(std::sync::Mutex<HashMap<u32, Arc<tokio::sync::Mutex<()>>>>);
-
-impl Turns {
-    fn of(&self, uid: u32) -> Arc<tokio::sync::Mutex<()>> {
-        let mut turns = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        if turns.len() >= 1024 {
-            // Only turns somebody holds or waits for are worth keeping.
-            turns.retain(|_, turn| Arc::strong_count(turn) > 1);
-        }
-        turns.entry(uid).or_default().clone()
-    }
+    pub admission: Arc<Admission>,
 }
 
 impl Shared {
@@ -114,16 +100,8 @@ impl Shared {
         F: FnOnce(&Authority, &Caller) -> Result<T, Error> + Send + 'static,
     {
         let caller = self.callers.get(connection, header).await?;
-        // A slowed-down caller's calls go one at a time, each after its wait, so that
-        // concurrency buys it no more denials. (Outside `in_flight`: waiting callers do
-        // not hold up shutdown.)
-        let _turn = if self.authority.call_delay(&caller).is_zero() {
-            None
-        } else {
-            let turn = self.turns.of(caller.uid).lock_owned().await;
-            tokio::time::sleep(self.authority.call_delay(&caller)).await;
-            Some(turn)
-        };
+        // Outside `in_flight`: callers waiting to be admitted do not hold up shutdown.
+        let _admitted = self.admission.admit(&self.authority, &caller).await?;
         let _in_flight = self.in_flight.read().await;
         if let Some(answer) = fast(&self.authority, &caller) {
             return Ok(answer);

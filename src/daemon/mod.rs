@@ -71,7 +71,7 @@ pub async fn run(config: Config) -> Result<(), String> {
         authority: authority.clone(),
         callers: callers.clone(),
         in_flight: in_flight.clone(),
-        turns: Arc::default(),
+        admission: Arc::default(),
     };
 
     // Every object is served before the name is requested, so a client that sees the
