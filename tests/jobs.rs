@@ -175,14 +175,7 @@ fn a_proxy_removed_by_reload_cannot_be_used_for_exec() {
             .trim(),
         ETL
     );
-    env.write_rules(
-        "10-base.toml",
-        &BASE_RULES.replace(
-            "logins = [\"pxt-alice\", \"pxt-bob\"]",
-            "logins = [\"pxt-bob\"]",
-        ),
-    );
-    env.ctl_ok(ROOT, &["rules", "reload"]);
+    env.reload_without_alice();
     // A client that still believes alice proxies to etl: the daemon checks again.
     let id = detach(&env, ALICE, &["/usr/bin/id", "-un"]);
     let list = jobs(&env, ALICE);

@@ -17,14 +17,7 @@ fn associations_and_rules_survive_a_clean_restart() {
     assert_eq!(env.resolve(ALICE), (ETL.to_string(), ETL.to_string()));
     assert_eq!(env.resolve(BOB), (REPORT.to_string(), REPORT.to_string()));
     assert_eq!(env.resolve(CAROL), (ETL.to_string(), ETL.to_string()));
-    let rules = env.ctl_json(ROOT, &["rules", "list"]);
-    assert!(
-        rules
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|r| r["id"] == id.as_str())
-    );
+    assert!(env.rules().iter().any(|r| r["id"] == id.as_str()));
     let audit = env.audit();
     assert_eq!(
         audit.len(),
@@ -47,13 +40,8 @@ fn nothing_a_client_was_told_is_lost_to_sigkill() {
         env.kill_daemon();
         env.start_daemon();
         assert_eq!(env.resolve(login).0, *proxy, "round {i}");
-        let rules = env.ctl_json(ROOT, &["rules", "list"]);
         assert!(
-            rules
-                .as_array()
-                .unwrap()
-                .iter()
-                .any(|r| r["id"] == id.as_str()),
+            env.rules().iter().any(|r| r["id"] == id.as_str()),
             "round {i}"
         );
     }

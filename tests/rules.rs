@@ -48,11 +48,8 @@ fn file_edits_take_effect_on_sighup_and_on_reload() {
     assert_eq!(generation(&env), g2);
     // A deleted rule is really gone (reload replaces, never merges).
     assert!(!allowed(&env, CAROL, ETL));
-    let rules = env.ctl_json(ROOT, &["rules", "list"]);
     assert!(
-        rules
-            .as_array()
-            .unwrap()
+        env.rules()
             .iter()
             .all(|r| !r["source"].as_str().unwrap().contains("20-carol"))
     );
@@ -198,11 +195,9 @@ fn live_rules_survive_restart_and_reload_and_removal_revokes() {
 
     env.restart();
     env.ctl_ok(ROOT, &["rules", "reload"]);
-    let rules = env.ctl_json(ROOT, &["rules", "list"]);
-    let live: Vec<_> = rules
-        .as_array()
-        .unwrap()
-        .iter()
+    let live: Vec<_> = env
+        .rules()
+        .into_iter()
         .filter(|r| r["source"] == "live")
         .collect();
     assert_eq!(live.len(), 1);

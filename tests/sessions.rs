@@ -209,14 +209,7 @@ fn proxy_tickets_end_with_their_rule_their_login_session_and_their_time() {
     // Removing the rule ends the proxy ticket at once.
     let alice = open(&env, ALICE);
     let proxy = open_proxy(&env, &alice, ETL).unwrap();
-    env.write_rules(
-        "10-base.toml",
-        &BASE_RULES.replace(
-            "logins = [\"pxt-alice\", \"pxt-bob\"]",
-            "logins = [\"pxt-bob\"]",
-        ),
-    );
-    env.ctl_ok(ROOT, &["rules", "reload"]);
+    env.reload_without_alice();
     let err = resolve(&env, &proxy).unwrap_err();
     assert!(err.contains("no such session"), "{err}");
     assert_eq!(

@@ -313,6 +313,18 @@ impl Env {
         std::fs::rename(tmp, self.rules_dir().join(file)).unwrap();
     }
 
+    /// Takes alice out of the base rules (she may no longer proxy to etl) and reloads.
+    pub fn reload_without_alice(&self) {
+        self.write_rules(
+            "10-base.toml",
+            &BASE_RULES.replace(
+                "logins = [\"pxt-alice\", \"pxt-bob\"]",
+                "logins = [\"pxt-bob\"]",
+            ),
+        );
+        self.ctl_ok(ROOT, &["rules", "reload"]);
+    }
+
     pub fn remove_rules(&self, file: &str) {
         std::fs::remove_file(self.rules_dir().join(file)).unwrap();
     }
@@ -410,6 +422,14 @@ impl Env {
         all.extend_from_slice(args);
         let out = self.ctl_ok(user, &all);
         serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"))
+    }
+
+    /// `proxyuserctl rules list` as root: one object per rule (id, source, rule).
+    pub fn rules(&self) -> Vec<serde_json::Value> {
+        match self.ctl_json(ROOT, &["rules", "list"]) {
+            serde_json::Value::Array(rules) => rules,
+            other => panic!("rules list is not an array: {other}"),
+        }
     }
 
     /// `busctl --address=… ARGS` as `user`.
