@@ -68,6 +68,17 @@ pub fn process_start_time(pid: u32) -> Option<u64> {
     after_name.split_whitespace().nth(19)?.parse().ok()
 }
 
+/// Lower-case hex of `bytes`.
+pub fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        out.push(DIGITS[usize::from(b >> 4)] as char);
+        out.push(DIGITS[usize::from(b & 15)] as char);
+    }
+    out
+}
+
 /// `len` bytes from the kernel's CSPRNG (`getrandom(2)`, blocking until it is seeded).
 pub fn random_bytes(len: usize) -> std::io::Result<Vec<u8>> {
     let mut buf = vec![0u8; len];
@@ -116,4 +127,13 @@ pub fn watchdog_enabled() -> bool {
         .map(|pid| pid == std::process::id().to_string())
         .unwrap_or(true);
     for_us && std::env::var_os("WATCHDOG_USEC").is_some()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn hex_is_lower_case_two_digits_a_byte() {
+        assert_eq!(super::hex(&[0x00, 0x0f, 0xa5, 0xff]), "000fa5ff");
+        assert_eq!(super::hex(&[]), "");
+    }
 }

@@ -148,11 +148,7 @@ pub fn record_hash(record: &Record) -> String {
         hasher.update((value.len() as u64).to_be_bytes());
         hasher.update(value.as_bytes());
     }
-    hasher
-        .finalize()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    crate::sys::hex(&hasher.finalize())
 }
 
 fn seal(draft: Draft, seq: u64, time: Micros, prev: &str) -> Record {

@@ -35,7 +35,7 @@ pub fn parse(header: &str) -> Result<Vec<(&str, &str)>, CookieError> {
     }
     if let Some(at) = header
         .bytes()
-        .position(|b| (b.is_ascii_control() && b != b'\t') || b == 0x7f)
+        .position(|b| b.is_ascii_control() && b != b'\t')
     {
         return Err(CookieError::ControlCharacter(at));
     }
@@ -50,12 +50,17 @@ pub fn parse(header: &str) -> Result<Vec<(&str, &str)>, CookieError> {
             .strip_prefix('"')
             .and_then(|v| v.strip_suffix('"'))
             .unwrap_or(value);
-        if name.is_empty() || !name.bytes().all(is_token) {
+        if !is_cookie_name(name) {
             continue;
         }
         pairs.push((name, value));
     }
     Ok(pairs)
+}
+
+/// A cookie name is an RFC 7230 token: one or more `tchar`.
+pub fn is_cookie_name(name: &str) -> bool {
+    !name.is_empty() && name.bytes().all(is_token)
 }
 
 /// RFC 7230 `tchar`.

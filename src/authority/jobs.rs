@@ -131,8 +131,7 @@ impl Authority {
         }
 
         // Authorization is checked again here, whatever the client cached.
-        let identity = self.effective_identity(login)?;
-        let account = self.directory.user(&identity.effective)?.ok_or_else(|| {
+        let account = self.effective(login)?.account.ok_or_else(|| {
             Error::NoSuchUser(format!(
                 "{login} has no proxy and no system account: there is no user to run as"
             ))
@@ -432,14 +431,7 @@ impl Authority {
         let bytes = file.metadata().map(|m| m.len()).unwrap_or(0);
         let draft = Draft::new(Event::Download)
             .with("login", login)
-            .with(
-                "proxy",
-                if job.run_as != login {
-                    job.run_as.as_str()
-                } else {
-                    ""
-                },
-            )
+            .with("proxy", proxy_field(login, &job.run_as))
             .with("effective", job.run_as.as_str())
             .with("job", id)
             .with("stream", stream)
@@ -598,21 +590,22 @@ impl Authority {
 /// service manager.
 fn unit_name(id: &str) -> Result<String, Error> {
     let salt = random_bytes(4).map_err(|e| Error::Failed(format!("no random bytes: {e}")))?;
-    let salt: String = salt.iter().map(|b| format!("{b:02x}")).collect();
-    Ok(format!("proxyuserd-{id}-{salt}.service"))
+    Ok(format!(
+        "proxyuserd-{id}-{}.service",
+        crate::sys::hex(&salt)
+    ))
+}
+
+/// The audit `proxy` of `login` running as `run_as`: the run-as user, or "" if that is
+/// the login itself.
+fn proxy_field<'a>(login: &str, run_as: &'a str) -> &'a str {
+    if run_as != login { run_as } else { "" }
 }
 
 fn exec_draft(event: Event, job: &JobRecord) -> Draft {
     Draft::new(event)
         .with("login", job.login.as_str())
-        .with(
-            "proxy",
-            if job.run_as != job.login {
-                job.run_as.as_str()
-            } else {
-                ""
-            },
-        )
+        .with("proxy", proxy_field(&job.login, &job.run_as))
         .with("effective", job.run_as.as_str())
         .with("job", job.id.as_str())
         .with("argv", serde_json::to_string(&job.argv).unwrap_or_default())
@@ -634,6 +627,7 @@ async fn supervise(
         .then(|| tokio::time::Instant::now() + Duration::from_secs(limits.timeout_secs));
     let mut tick = tokio::time::interval(Duration::from_millis(200));
     let mut reason: Option<String> = None;
+    let mut over_cap = false;
     let ended = loop {
         tokio::select! {
             ended = started.wait() => break ended,
@@ -649,6 +643,7 @@ async fn supervise(
             _ = tick.tick(), if reason.is_none() => {
                 let written = exec::output_size(&dir.join("stdout")).max(exec::output_size(&dir.join("stderr")));
                 if written > limits.max_output_bytes {
+                    over_cap = true;
                     reason = Some(format!("wrote more than {} bytes of output (exec.max_output_bytes)", limits.max_output_bytes));
                     killer.kill().await;
                 }
@@ -657,17 +652,12 @@ async fn supervise(
     };
     // Whatever the job left behind went with it: its process group (killed by
     // `wait`), or its unit's cgroup (emptied by systemd itself).
-    if reason
-        .as_deref()
-        .is_some_and(|r| r.contains("max_output_bytes"))
-    {
+    if over_cap {
         for stream in STREAMS {
-            if let Ok(file) = OpenOptions::new().write(true).open(dir.join(stream)) {
-                let _ = file.set_len(
-                    limits
-                        .max_output_bytes
-                        .min(exec::output_size(&dir.join(stream))),
-                );
+            if let Ok(file) = OpenOptions::new().write(true).open(dir.join(stream))
+                && let Ok(meta) = file.metadata()
+            {
+                let _ = file.set_len(limits.max_output_bytes.min(meta.len()));
             }
         }
     }

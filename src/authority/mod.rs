@@ -7,7 +7,7 @@
 //! to a concurrent reload. Readers (`Resolve`, `CheckProxy`) take no lock: the compiled
 //! rules are swapped atomically and the store is read directly.
 
-mod cookies;
+pub(crate) mod cookies;
 mod jobs;
 mod proxy;
 mod rules;

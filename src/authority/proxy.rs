@@ -1,8 +1,10 @@
 //! `org.proxyuserd1.Identity`: associations between logins and their proxies.
 
 use crate::audit::{Draft, Event, Ledger};
-use crate::identity::Caller;
+use std::sync::Arc;
+
 use crate::identity::name::check_user_name;
+use crate::identity::{Account, Caller};
 use crate::policy::{CompiledRules, Decision};
 use crate::store::{Association, Tree, Write};
 use crate::sys::now_micros;
@@ -22,6 +24,25 @@ pub struct Identity {
 
 const NO_ID: u32 = u32::MAX;
 
+/// Whom a login acts as, with that user's account when it has one.
+pub(crate) struct Effective {
+    pub name: String,
+    /// "" when the login has no proxy.
+    pub proxy: String,
+    pub account: Option<Arc<Account>>,
+}
+
+impl Effective {
+    fn identity(self) -> Identity {
+        Identity {
+            uid: self.account.as_ref().map_or(NO_ID, |a| a.uid),
+            gid: self.account.as_ref().map_or(NO_ID, |a| a.gid),
+            effective: self.name,
+            proxy: self.proxy,
+        }
+    }
+}
+
 impl Authority {
     pub fn resolve(&self, caller: &Caller, login: &str) -> Result<Identity, Error> {
         self.authorize(caller, "Resolve", login)?;
@@ -37,12 +58,12 @@ impl Authority {
         }
         let login_account = self.directory.cached_user(login)?;
         let Some(association) = self.store.association(login).ok()? else {
-            return Some(Identity {
-                effective: login.to_string(),
+            let effective = Effective {
+                name: login.to_string(),
                 proxy: String::new(),
-                uid: login_account.as_ref().map_or(NO_ID, |a| a.uid),
-                gid: login_account.as_ref().map_or(NO_ID, |a| a.gid),
-            });
+                account: login_account,
+            };
+            return Some(effective.identity());
         };
         let proxy_account = self.directory.cached_user(&association.proxy)??;
         let decision = self.rules.load().check(
@@ -61,25 +82,27 @@ impl Authority {
     /// Who `login` acts as, revoking an association the rules no longer allow.
     /// Authorization is the caller's business.
     pub(crate) fn effective_identity(&self, login: &str) -> Result<Identity, Error> {
+        Ok(self.effective(login)?.identity())
+    }
+
+    /// [`effective_identity`](Self::effective_identity) with the effective user's account.
+    pub(crate) fn effective(&self, login: &str) -> Result<Effective, Error> {
         if let Some(association) = self.store.association(login)? {
             match self.still_allowed(&self.rules.load(), login, &association.proxy)? {
                 Ok(account) => {
-                    return Ok(Identity {
-                        effective: association.proxy,
+                    return Ok(Effective {
+                        name: association.proxy,
                         proxy: account.name.clone(),
-                        uid: account.uid,
-                        gid: account.gid,
+                        account: Some(account),
                     });
                 }
                 Err(reason) => self.revoke(&mut self.lock(), login, &association.proxy, &reason)?,
             }
         }
-        let account = self.login_account(login)?;
-        Ok(Identity {
-            effective: login.to_string(),
+        Ok(Effective {
+            name: login.to_string(),
             proxy: String::new(),
-            uid: account.as_ref().map_or(NO_ID, |a| a.uid),
-            gid: account.as_ref().map_or(NO_ID, |a| a.gid),
+            account: self.login_account(login)?,
         })
     }
 
@@ -222,7 +245,7 @@ impl Authority {
         rules: &CompiledRules,
         login: &str,
         proxy: &str,
-    ) -> Result<Result<std::sync::Arc<crate::identity::Account>, String>, Error> {
+    ) -> Result<Result<Arc<Account>, String>, Error> {
         let Some(proxy_account) = self.directory.user(proxy)? else {
             return Ok(Err(format!("system user {proxy} no longer exists")));
         };

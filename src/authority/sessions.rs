@@ -9,7 +9,7 @@ use sha2::{Digest, Sha256};
 use crate::audit::{Draft, Event};
 use crate::identity::Caller;
 use crate::store::{SessionRecord, Tree, Write};
-use crate::sys::{now_micros, random_bytes};
+use crate::sys::{hex, now_micros, random_bytes};
 
 use super::{Authority, Error, Identity, cookies};
 
@@ -21,10 +21,7 @@ const PROXY: &str = "proxy";
 
 /// The store key of a ticket: the hex SHA-256 of its text.
 fn ticket_key(ticket: &str) -> String {
-    Sha256::digest(ticket.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    hex(&Sha256::digest(ticket.as_bytes()))
 }
 
 /// What audit and admins see of a ticket: 64 bits of its hash.
@@ -82,8 +79,7 @@ impl Authority {
 
     /// Whether a session is within its lifetime and idle timeout at `now`.
     fn session_alive(&self, session: &SessionRecord, now: i64) -> bool {
-        let idle = (self.config.sessions.idle_secs as i64).saturating_mul(1_000_000);
-        now < session.expires && now < session.last_used.saturating_add(idle)
+        now < self.session_end(session)
     }
 
     /// When a session ends if it is not used again.
@@ -207,13 +203,15 @@ impl Authority {
         self.deny(caller, operation, draft, err)
     }
 
-    /// The identity a live session gives, renewing its idle timer; `None` if it gives
-    /// none (any more).
-    fn session_identity(&self, key: &str, now: i64) -> Result<Option<SessionIdentity>, Error> {
-        let Some(session) = self.store.session(key)? else {
-            return Ok(None);
-        };
-        if !self.session_alive(&session, now) {
+    /// The identity live session `session` (stored under `key`) gives, renewing its
+    /// idle timer; `None` if it gives none (any more).
+    fn session_identity(
+        &self,
+        key: &str,
+        session: &SessionRecord,
+        now: i64,
+    ) -> Result<Option<SessionIdentity>, Error> {
+        if !self.session_alive(session, now) {
             return Ok(None);
         }
         let mut renew = vec![key.to_string()];
@@ -262,7 +260,11 @@ impl Authority {
     pub fn resolve_ticket(&self, caller: &Caller, ticket: &str) -> Result<SessionIdentity, Error> {
         self.require_gateway(caller, "ResolveTicket")?;
         let key = ticket_key(ticket);
-        match self.session_identity(&key, now_micros())? {
+        let identity = match self.store.session(&key)? {
+            Some(session) => self.session_identity(&key, &session, now_micros())?,
+            None => None,
+        };
+        match identity {
             Some(identity) => Ok(identity),
             None => Err(self.deny_resolution(caller, "ResolveTicket", &key, "", no_session())),
         }
@@ -280,8 +282,9 @@ impl Authority {
         let mut login = None;
         for ticket in cookie_values(&pairs, &config.login_cookie) {
             let key = ticket_key(ticket);
-            if matches!(self.store.session(&key)?, Some(s) if s.kind == LOGIN)
-                && let Some(identity) = self.session_identity(&key, now)?
+            if let Some(session) = self.store.session(&key)?
+                && session.kind == LOGIN
+                && let Some(identity) = self.session_identity(&key, &session, now)?
             {
                 login = Some((key, identity));
                 break;
@@ -299,7 +302,7 @@ impl Authority {
             let key = ticket_key(ticket);
             match self.store.session(&key)? {
                 Some(s) if s.kind == PROXY && s.parent == login_key => {
-                    if let Some(identity) = self.session_identity(&key, now)? {
+                    if let Some(identity) = self.session_identity(&key, &s, now)? {
                         return Ok(identity);
                     }
                     refused.get_or_insert(key);
@@ -385,10 +388,11 @@ impl Authority {
         let now = now_micros();
         let mut ledger = self.lock();
         let sessions = self.store.sessions()?;
+        let keys: std::collections::HashSet<&str> =
+            sessions.iter().map(|(key, _)| key.as_str()).collect();
         let mut purged = 0;
         for (key, session) in &sessions {
-            let orphan =
-                session.kind == PROXY && !sessions.iter().any(|(k, _)| *k == session.parent);
+            let orphan = session.kind == PROXY && !keys.contains(session.parent.as_str());
             if self.session_alive(session, now) && !orphan {
                 continue;
             }

@@ -194,11 +194,7 @@ impl Config {
             ("login_cookie", &config.sessions.login_cookie),
             ("proxy_cookie", &config.sessions.proxy_cookie),
         ] {
-            let valid = !name.is_empty()
-                && name
-                    .bytes()
-                    .all(|b| b.is_ascii_graphic() && !b"()<>@,;:\\\"/[]?={}".contains(&b));
-            if !valid {
+            if !crate::authority::cookies::is_cookie_name(name) {
                 return Err(format!(
                     "{file}: sessions.{key}: {name:?} is not a cookie name"
                 ));
