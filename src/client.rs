@@ -77,7 +77,7 @@ pub trait Jobs {
 }
 
 /// (login, effective, proxy, uid, gid), as the Sessions interface resolves a ticket.
-pub type SessionIdentity = (String, String, String, u32, u32);
+pub use crate::authority::SessionIdentity;
 
 #[proxy(
     interface = "org.proxyuserd1.Sessions",

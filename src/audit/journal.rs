@@ -40,12 +40,7 @@ impl Journal {
     /// Sends an audit record. The store already holds it, so a journal failure is
     /// reported once in the operational log and does not fail the operation.
     pub fn send_record(&self, record: &Record) {
-        let fields = journal_fields(record);
-        let pairs: Vec<(&str, &str)> = fields
-            .iter()
-            .map(|(k, v)| (k.as_str(), v.as_str()))
-            .collect();
-        if let Err(err) = self.send(&pairs) {
+        if let Err(err) = self.send(&journal_fields(record)) {
             if !self.warned.swap(true, Ordering::Relaxed) {
                 tracing::warn!("cannot copy audit records to the journal: {err}");
             }
@@ -54,7 +49,7 @@ impl Journal {
         }
     }
 
-    pub fn send(&self, fields: &[(&str, &str)]) -> io::Result<()> {
+    fn send(&self, fields: &[(impl AsRef<str>, impl AsRef<str>)]) -> io::Result<()> {
         let payload = encode(fields);
         match self.socket.send_to(&payload, &self.path) {
             Ok(_) => Ok(()),
@@ -100,9 +95,10 @@ impl Journal {
 
 /// Encodes fields in the native protocol. Field names are already valid journal
 /// field names (upper case, digits, underscore).
-pub fn encode(fields: &[(&str, &str)]) -> Vec<u8> {
+fn encode(fields: &[(impl AsRef<str>, impl AsRef<str>)]) -> Vec<u8> {
     let mut out = Vec::new();
     for (key, value) in fields {
+        let (key, value) = (key.as_ref(), value.as_ref());
         out.extend_from_slice(key.as_bytes());
         if value.contains('\n') {
             out.push(b'\n');

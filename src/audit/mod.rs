@@ -337,7 +337,7 @@ impl Ledger {
 pub fn journal_fields(record: &Record) -> Vec<(String, String)> {
     let event = Event::ALL
         .iter()
-        .find(|e| Some(&e.name().to_string()) == record.get(EVENT).as_ref().map(|s| *s));
+        .find(|e| record.get(EVENT).map(String::as_str) == Some(e.name()));
     let mut fields = vec![
         ("MESSAGE".to_string(), describe(record)),
         (

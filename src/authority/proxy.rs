@@ -66,10 +66,11 @@ impl Authority {
             return Some(effective.identity());
         };
         let proxy_account = self.directory.cached_user(&association.proxy)??;
-        let decision = self.rules.load().check(
-            &subject(login, login_account.as_deref()),
-            &proxy_account.subject(),
-            now_micros(),
+        let decision = decide(
+            &self.rules.load(),
+            login,
+            login_account.as_deref(),
+            &proxy_account,
         );
         decision.is_allowed().then(|| Identity {
             effective: proxy_account.name.clone(),
@@ -115,10 +116,11 @@ impl Authority {
         self.authorize(caller, "CheckProxy", login)?;
         let proxy_account = self.proxy_account(proxy)?;
         let login_account = self.login_account(login)?;
-        let decision = self.rules.load().check(
-            &subject(login, login_account.as_deref()),
-            &proxy_account.subject(),
-            now_micros(),
+        let decision = decide(
+            &self.rules.load(),
+            login,
+            login_account.as_deref(),
+            &proxy_account,
         );
         Ok((decision.is_allowed(), decision.reason(login, proxy)))
     }
@@ -177,10 +179,11 @@ impl Authority {
             return Err(self.deny(caller, operation, draft, err));
         }
         let mut ledger = self.lock();
-        let decision = self.rules.load().check(
-            &subject(login, login_account.as_deref()),
-            &proxy_account.subject(),
-            now_micros(),
+        let decision = decide(
+            &self.rules.load(),
+            login,
+            login_account.as_deref(),
+            &proxy_account,
         );
         let Decision::Allowed { rule } = &decision else {
             drop(ledger);
@@ -250,11 +253,7 @@ impl Authority {
             return Ok(Err(format!("system user {proxy} no longer exists")));
         };
         let login_account = self.login_account(login)?;
-        let decision = rules.check(
-            &subject(login, login_account.as_deref()),
-            &proxy_account.subject(),
-            now_micros(),
-        );
+        let decision = decide(rules, login, login_account.as_deref(), &proxy_account);
         Ok(match decision {
             Decision::Allowed { .. } => Ok(proxy_account),
             denied => Err(denied.reason(login, proxy)),
@@ -329,4 +328,19 @@ impl Authority {
     pub fn sweep(&self) -> usize {
         self.sweep_locked(&mut self.lock())
     }
+}
+
+/// What `rules` say now about `login` (with its account, if it has one) proxying to
+/// `proxy`.
+fn decide(
+    rules: &CompiledRules,
+    login: &str,
+    login_account: Option<&Account>,
+    proxy: &Account,
+) -> Decision {
+    rules.check(
+        &subject(login, login_account),
+        &proxy.subject(),
+        now_micros(),
+    )
 }

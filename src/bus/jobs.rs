@@ -8,11 +8,9 @@ use zbus::{Connection, interface};
 
 use super::{BusError, Shared};
 use crate::authority::WaitFor;
+use crate::client::JobRow;
 
 pub struct Jobs(pub Shared);
-
-/// One job as ListJobs reports it.
-type JobRow = (String, String, String, Vec<String>, String, u64, u64, i32);
 
 /// Work run as the login's effective user: its proxy if it has one, else itself.
 #[interface(name = "org.proxyuserd1.Jobs")]

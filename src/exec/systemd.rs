@@ -184,18 +184,36 @@ impl Systemd {
         })
     }
 
+    /// The `org.freedesktop.DBus.Properties` of a unit's object.
+    async fn unit_object(&self, unit: &str) -> zbus::Result<PropertiesProxy<'_>> {
+        PropertiesProxy::builder(&self.connection)
+            .destination("org.freedesktop.systemd1")
+            .path(unit_path(unit))
+            .build()
+            .await
+    }
+
     async fn unit_properties(
         &self,
         unit: &str,
         interface: &'static str,
     ) -> zbus::Result<HashMap<String, OwnedVariant>> {
-        let properties = PropertiesProxy::builder(&self.connection)
-            .destination("org.freedesktop.systemd1")
-            .path(unit_path(unit))
-            .build()
-            .await?;
         let interface = InterfaceName::from_static_str_unchecked(interface);
+        let properties = self.unit_object(unit).await?;
         properties.get_all(interface).await.map_err(Into::into)
+    }
+
+    /// How the unit's main process ended as systemd reports it: (si_code, status),
+    /// each 0 if absent; `None` if the unit's properties cannot be read.
+    async fn exec_main(&self, unit: &str) -> Option<(i32, i32)> {
+        let service = self
+            .unit_properties(unit, "org.freedesktop.systemd1.Service")
+            .await
+            .ok()?;
+        Some((
+            prop(&service, "ExecMainCode").unwrap_or(0),
+            prop(&service, "ExecMainStatus").unwrap_or(0),
+        ))
     }
 
     /// Starts `spec` as the transient service `unit`. Returns once the program runs
@@ -310,12 +328,7 @@ impl Systemd {
         if result == "done" {
             return Ok(UnitWatch { changes });
         }
-        let service = self
-            .unit_properties(unit, "org.freedesktop.systemd1.Service")
-            .await
-            .unwrap_or_default();
-        let code: i32 = prop(&service, "ExecMainCode").unwrap_or(0);
-        let status: i32 = prop(&service, "ExecMainStatus").unwrap_or(0);
+        let (code, status) = self.exec_main(unit).await.unwrap_or((0, 0));
         // A program that ran and ended before the start job was done (exit 7 at once)
         // fails the job too; it did start, and its end is read like any other. Only
         // systemd's own exit codes (200-243) say it never ran.
@@ -344,12 +357,7 @@ impl Systemd {
         if active != "inactive" && active != "failed" {
             return None;
         }
-        let service = self
-            .unit_properties(unit, "org.freedesktop.systemd1.Service")
-            .await
-            .ok()?;
-        let code: i32 = prop(&service, "ExecMainCode").unwrap_or(0);
-        let status: i32 = prop(&service, "ExecMainStatus").unwrap_or(0);
+        let (code, status) = self.exec_main(unit).await?;
         let _ = self.manager.unref_unit(unit).await;
         Some(match code {
             // CLD_EXITED
@@ -362,12 +370,7 @@ impl Systemd {
 
     /// A stream of the unit's property changes (its end among them).
     async fn watch(&self, unit: &str) -> Option<zbus::fdo::PropertiesChangedStream> {
-        let properties = PropertiesProxy::builder(&self.connection)
-            .destination("org.freedesktop.systemd1")
-            .path(unit_path(unit))
-            .build()
-            .await
-            .ok()?;
+        let properties = self.unit_object(unit).await.ok()?;
         properties.receive_properties_changed().await.ok()
     }
 

@@ -115,13 +115,8 @@ impl Directory {
         K: std::borrow::Borrow<Q> + std::hash::Hash + Eq,
         Q: ToOwned<Owned = K> + std::hash::Hash + Eq + ?Sized,
     {
-        if !self.ttl.is_zero() {
-            let cache = cache.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some((at, hit)) = cache.get(key)
-                && at.elapsed() < self.ttl
-            {
-                return Ok(hit.clone());
-            }
+        if let Some(hit) = self.fresh(cache, key) {
+            return Ok(hit);
         }
         let found = match lookup()? {
             Some(user) => Some(Arc::new(account(user)?)),
@@ -140,11 +135,20 @@ impl Directory {
     /// The account named `name` if the cache has a fresh answer (never blocks on NSS):
     /// `None` when the cache cannot say.
     pub fn cached_user(&self, name: &str) -> Option<Option<Arc<Account>>> {
+        self.fresh(&self.by_name, name)
+    }
+
+    /// The answer cached under `key`, if there is one younger than the TTL.
+    fn fresh<K, Q>(&self, cache: &Cache<K>, key: &Q) -> Option<Option<Arc<Account>>>
+    where
+        K: std::borrow::Borrow<Q> + std::hash::Hash + Eq,
+        Q: std::hash::Hash + Eq + ?Sized,
+    {
         if self.ttl.is_zero() {
             return None;
         }
-        let cache = self.by_name.lock().unwrap_or_else(|e| e.into_inner());
-        match cache.get(name) {
+        let cache = cache.lock().unwrap_or_else(|e| e.into_inner());
+        match cache.get(key) {
             Some((at, hit)) if at.elapsed() < self.ttl => Some(hit.clone()),
             _ => None,
         }

@@ -495,8 +495,7 @@ impl PairIndex {
 pub struct CompiledRules {
     files: Vec<RuleFile>,
     live: Vec<Rule>,
-    /// All rules, file rules first (in file order), then live rules.
-    order: Vec<(usize, usize)>,
+    /// By rule index: file rules first (in file order), then live rules.
     ids: Vec<Arc<str>>,
     expires: Vec<Option<Micros>>,
     symbols: Symbols,
@@ -509,29 +508,27 @@ impl CompiledRules {
         let mut proxy_users: HashMap<String, Location> = HashMap::new();
         let mut proxy_groups: HashMap<String, Location> = HashMap::new();
         let all_rules = files.iter().flat_map(|f| f.rules.iter()).chain(live.iter());
+        // Each proxy-type name with where it was first made one.
+        let declare = |names: &mut HashMap<String, Location>, name: &Located<String>| {
+            names
+                .entry(name.value.clone())
+                .or_insert_with(|| name.at.clone());
+        };
         for file in &files {
-            for user in &file.proxy_users {
-                proxy_users
-                    .entry(user.value.clone())
-                    .or_insert_with(|| user.at.clone());
-            }
-            for group in &file.proxy_groups {
-                proxy_groups
-                    .entry(group.value.clone())
-                    .or_insert_with(|| group.at.clone());
-            }
+            file.proxy_users
+                .iter()
+                .for_each(|u| declare(&mut proxy_users, u));
+            file.proxy_groups
+                .iter()
+                .for_each(|g| declare(&mut proxy_groups, g));
         }
         for rule in all_rules.clone().filter(|r| r.effect == Effect::Allow) {
-            for user in rule.proxies.iter() {
-                proxy_users
-                    .entry(user.value.clone())
-                    .or_insert_with(|| user.at.clone());
-            }
-            for group in &rule.proxy_groups {
-                proxy_groups
-                    .entry(group.value.clone())
-                    .or_insert_with(|| group.at.clone());
-            }
+            rule.proxies
+                .iter()
+                .for_each(|u| declare(&mut proxy_users, u));
+            rule.proxy_groups
+                .iter()
+                .for_each(|g| declare(&mut proxy_groups, g));
         }
         for rule in all_rules.clone().filter(|r| r.effect == Effect::Allow) {
             for login in rule.logins.iter() {
@@ -566,17 +563,7 @@ impl CompiledRules {
         for name in proxy_groups.keys() {
             compiled.symbols.mark_proxy_type(name, true);
         }
-        let positions = files
-            .iter()
-            .enumerate()
-            .flat_map(|(f, file)| (0..file.rules.len()).map(move |r| (f, r)))
-            .chain((0..live.len()).map(|r| (usize::MAX, r)));
-        for (idx, (f, r)) in positions.enumerate() {
-            let rule = if f == usize::MAX {
-                &live[r]
-            } else {
-                &files[f].rules[r]
-            };
+        for (idx, rule) in all_rules.enumerate() {
             let idx = u32::try_from(idx)
                 .ok()
                 .filter(|&i| i < DENY)
@@ -609,7 +596,6 @@ impl CompiledRules {
             }
             compiled.ids.push(Arc::from(rule.id.as_str()));
             compiled.expires.push(rule.expires);
-            compiled.order.push((f, r));
         }
         compiled.index = PairIndex::build(
             triples,
@@ -633,26 +619,18 @@ impl CompiledRules {
 
     /// Every rule, file rules first.
     pub fn rules(&self) -> impl Iterator<Item = &Rule> {
-        self.order.iter().map(|&(f, r)| {
-            if f == usize::MAX {
-                &self.live[r]
-            } else {
-                &self.files[f].rules[r]
-            }
-        })
+        self.files
+            .iter()
+            .flat_map(|f| f.rules.iter())
+            .chain(self.live.iter())
     }
 
     pub fn len(&self) -> usize {
-        self.order.len()
+        self.ids.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.order.is_empty()
-    }
-
-    /// Proxy-type users can never proxy themselves.
-    pub fn is_proxy_user(&self, user: &Subject<'_>) -> bool {
-        self.symbols.keys(user, false, &mut Keys::default())
+        self.ids.is_empty()
     }
 
     /// May `login` proxy to `proxy` at time `now`?

@@ -118,10 +118,7 @@ pub fn parse_rule_file(path: &str, text: &str) -> Result<RuleFile, RuleError> {
             check_name(&src, &user, Side::ProxyUser)?;
             proxy_users.push(src.located(user));
         }
-        for group in section.groups {
-            check_name(&src, &group, Side::Group("proxy_users.groups"))?;
-            proxy_groups.push(src.located(group));
-        }
+        proxy_groups = groups(&src, "proxy_users.groups", section.groups)?;
     }
     let base = path.rsplit('/').next().unwrap_or(path);
     let rules = rules(

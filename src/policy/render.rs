@@ -10,13 +10,13 @@ pub(super) fn rule(rule: &Rule) -> String {
         Names::Any => "[\"*\"]".to_string(),
         Names::Only(list) => strings(list),
     };
-    if rule.logins != Names::Only(Vec::new()) {
+    if !rule.logins.is_empty() {
         let _ = writeln!(out, "logins = {}", names(&rule.logins));
     }
     if !rule.login_groups.is_empty() {
         let _ = writeln!(out, "login_groups = {}", strings(&rule.login_groups));
     }
-    if rule.proxies != Names::Only(Vec::new()) {
+    if !rule.proxies.is_empty() {
         let _ = writeln!(out, "proxies = {}", names(&rule.proxies));
     }
     if !rule.proxy_groups.is_empty() {

@@ -289,7 +289,12 @@ impl Store {
     }
 
     pub fn associations(&self) -> Result<Vec<(String, Association)>, StoreError> {
-        self.scan(Tree::Associations, b"")?
+        self.scan_named(Tree::Associations)
+    }
+
+    /// Every record of `tree` with its key as text.
+    fn scan_named<T: DeserializeOwned>(&self, tree: Tree) -> Result<Vec<(String, T)>, StoreError> {
+        self.scan(tree, b"")?
             .map(|r| r.map(|(k, v)| (String::from_utf8_lossy(&k).into_owned(), v)))
             .collect()
     }
@@ -314,15 +319,11 @@ impl Store {
 
     /// Every session with its key.
     pub fn sessions(&self) -> Result<Vec<(String, SessionRecord)>, StoreError> {
-        self.scan(Tree::Sessions, b"")?
-            .map(|r| r.map(|(k, v)| (String::from_utf8_lossy(&k).into_owned(), v)))
-            .collect()
+        self.scan_named(Tree::Sessions)
     }
 
     pub fn live_rules(&self) -> Result<Vec<(String, String)>, StoreError> {
-        self.scan(Tree::Rules, b"")?
-            .map(|r| r.map(|(k, v)| (String::from_utf8_lossy(&k).into_owned(), v)))
-            .collect()
+        self.scan_named(Tree::Rules)
     }
 
     pub fn rule_snapshot(&self) -> Result<Option<RuleSnapshot>, StoreError> {
@@ -353,8 +354,7 @@ impl Store {
         if self.failed() {
             return Err(StoreError::Failed);
         }
-        let trees: Vec<&sled::Tree> = self.trees.iter().collect();
-        trees
+        self.trees
             .as_slice()
             .transaction(|tx| {
                 let mut previous = Vec::with_capacity(writes.len());
