@@ -34,8 +34,7 @@ pub trait Admin {
         since_seq: u64,
         max: u32,
     ) -> zbus::Result<Vec<(u64, HashMap<String, String>)>>;
-    #[allow(clippy::type_complexity)]
-    fn list_sessions(&self) -> zbus::Result<Vec<(String, String, String, String, u64, u64, u64)>>;
+    fn list_sessions(&self) -> zbus::Result<Vec<SessionRow>>;
     fn close_session_by_id(&self, id: &str) -> zbus::Result<()>;
     #[zbus(property)]
     fn version(&self) -> zbus::Result<String>;
@@ -44,10 +43,6 @@ pub trait Admin {
     #[zbus(signal)]
     fn rules_changed(&self, generation: u64) -> zbus::Result<()>;
 }
-
-/// One job as `ListJobs` reports it: id, login, run-as user, argv, state, started µs,
-/// finished µs, exit code.
-pub type JobRow = (String, String, String, Vec<String>, String, u64, u64, i32);
 
 #[proxy(
     interface = "org.proxyuserd1.Jobs",
@@ -76,8 +71,7 @@ pub trait Jobs {
     ) -> zbus::Result<()>;
 }
 
-/// (login, effective, proxy, uid, gid), as the Sessions interface resolves a ticket.
-pub use crate::authority::SessionIdentity;
+pub use crate::wire::{JobRow, SessionIdentity, SessionRow};
 
 #[proxy(
     interface = "org.proxyuserd1.Sessions",

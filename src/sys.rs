@@ -3,17 +3,6 @@
 
 use std::ffi::CStr;
 use std::sync::Mutex;
-use std::time::{SystemTime, UNIX_EPOCH};
-
-use crate::policy::Micros;
-
-/// Wall-clock microseconds since the Unix epoch.
-pub fn now_micros() -> Micros {
-    let since = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default();
-    i64::try_from(since.as_micros()).unwrap_or(i64::MAX)
-}
 
 /// `getpwent` walks process-global state; this lock makes the walk exclusive.
 static PASSWD_WALK: Mutex<()> = Mutex::new(());

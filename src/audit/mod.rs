@@ -9,8 +9,8 @@ use std::fmt;
 
 use sha2::{Digest, Sha256};
 
-use crate::identity::Caller;
-use crate::policy::Micros;
+use crate::access::Caller;
+use crate::time::Micros;
 use crate::store::{Store, StoreError, Tree, Write};
 
 /// The kinds of audit events. Names and MESSAGE_IDs are stable: tools filter on them.

@@ -12,9 +12,10 @@ use tokio::sync::{Notify, watch};
 
 use crate::audit::{Draft, Event};
 use crate::exec::{self, JobSpec, Outcome};
-use crate::identity::Caller;
+use crate::access::Caller;
 use crate::store::{JobRecord, Store, Tree, Write};
-use crate::sys::{now_micros, process_start_time, random_bytes};
+use crate::sys::{process_start_time, random_bytes};
+use crate::time::now_micros;
 
 use super::{Authority, Error, Notice};
 

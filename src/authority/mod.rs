@@ -7,7 +7,6 @@
 //! to a concurrent reload. Readers (`Resolve`, `CheckProxy`) take no lock: the compiled
 //! rules are swapped atomically and the store is read directly.
 
-pub(crate) mod cookies;
 mod jobs;
 mod proxy;
 mod rules;
@@ -22,16 +21,16 @@ use arc_swap::ArcSwap;
 use tokio::sync::{Notify, mpsc};
 
 use crate::audit::{AuditUnavailable, Draft, Event, Ledger, journal::Journal};
-use crate::daemon::config::Config;
-use crate::identity::name::check_user_name;
-use crate::identity::{Account, Caller, Directory, LookupError};
+use crate::config::Config;
+use crate::names::check_user_name;
+use crate::access::Caller;
+use crate::accounts::{Account, Directory, LookupError};
 use crate::policy::{CompiledRules, Micros, Subject};
 use crate::store::{Store, StoreError, Write};
-use crate::sys::now_micros;
+use crate::time::now_micros;
 
 pub use jobs::{STREAMS, WaitFor};
 pub use proxy::Identity;
-pub use sessions::SessionIdentity;
 
 /// What went wrong, one variant per D-Bus error of the contract. Messages name the
 /// offending value and never another user's data.

@@ -3,11 +3,12 @@
 use crate::audit::{Draft, Event, Ledger};
 use std::sync::Arc;
 
-use crate::identity::name::check_user_name;
-use crate::identity::{Account, Caller};
+use crate::names::check_user_name;
+use crate::access::Caller;
+use crate::accounts::Account;
 use crate::policy::{CompiledRules, Decision};
 use crate::store::{Association, Tree, Write};
-use crate::sys::now_micros;
+use crate::time::now_micros;
 
 use super::{Authority, Error, Notice, subject};
 

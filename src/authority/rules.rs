@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use crate::audit::{Draft, Event, Ledger, Record};
-use crate::identity::Caller;
+use crate::access::Caller;
 use crate::policy::{CompiledRules, Rule, RuleError, RuleFile, parse_live_rule, parse_rule_file};
 use crate::store::{RuleSnapshot, Store, Tree, Write};
 

@@ -7,14 +7,15 @@
 use sha2::{Digest, Sha256};
 
 use crate::audit::{Draft, Event};
-use crate::identity::Caller;
+use crate::access::Caller;
 use crate::store::{SessionRecord, Tree, Write};
-use crate::sys::{hex, now_micros, random_bytes};
+use crate::sys::{hex, random_bytes};
+use crate::time::now_micros;
 
-use super::{Authority, Error, Identity, cookies};
+use super::{Authority, Error, Identity};
+use crate::cookies;
 
-/// (login, effective, proxy, uid, gid) as `ResolveTicket` answers.
-pub type SessionIdentity = (String, String, String, u32, u32);
+use crate::wire::SessionIdentity;
 
 const LOGIN: &str = "login";
 const PROXY: &str = "proxy";
@@ -110,7 +111,7 @@ impl Authority {
 
     pub fn open_session(&self, caller: &Caller, login: &str) -> Result<String, Error> {
         self.require_gateway(caller, "OpenSession")?;
-        crate::identity::name::check_user_name(login)
+        crate::names::check_user_name(login)
             .map_err(|e| Error::InvalidArgs(format!("login: {e}")))?;
         let ticket = self.new_ticket()?;
         let key = ticket_key(&ticket);

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crate::authority::{Authority, Error};
-use crate::identity::Caller;
+use crate::access::Caller;
 
 /// Calls of one throttle key in progress at once.
 pub const MAX_IN_FLIGHT: usize = 32;

@@ -14,7 +14,7 @@ use zbus::names::BusName;
 
 use super::BusError;
 use crate::authority::{Authority, Error};
-use crate::identity::Caller;
+use crate::access::Caller;
 
 pub struct Callers {
     authority: Arc<Authority>,

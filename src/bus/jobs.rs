@@ -8,7 +8,7 @@ use zbus::{Connection, interface};
 
 use super::{BusError, Shared};
 use crate::authority::WaitFor;
-use crate::client::JobRow;
+use crate::wire::JobRow;
 
 pub struct Jobs(pub Shared);
 

@@ -18,7 +18,7 @@ use zbus::object_server::SignalEmitter;
 use zbus::{Connection, DBusError};
 
 use crate::authority::{Authority, Error, Notice};
-use crate::identity::Caller;
+use crate::access::Caller;
 
 pub use admin::Admin;
 pub use admission::Admission;
@@ -27,9 +27,8 @@ pub use identity::Identity;
 pub use jobs::Jobs;
 pub use sessions::Sessions;
 
-/// The well-known name and object path (contract).
-pub const BUS_NAME: &str = "org.proxyuserd1";
-pub const OBJECT_PATH: &str = "/org/proxyuserd1";
+pub use crate::wire::{BUS_NAME, OBJECT_PATH};
+use crate::wire::errors;
 
 /// An [`Error`] as a D-Bus error reply.
 #[derive(Debug)]
@@ -41,16 +40,16 @@ pub struct BusError {
 impl From<Error> for BusError {
     fn from(err: Error) -> Self {
         let name = match err {
-            Error::AccessDenied(_) => "org.freedesktop.DBus.Error.AccessDenied",
-            Error::InvalidArgs(_) => "org.freedesktop.DBus.Error.InvalidArgs",
-            Error::NotAllowed(_) => "org.proxyuserd1.Error.NotAllowed",
-            Error::NoSuchUser(_) => "org.proxyuserd1.Error.NoSuchUser",
-            Error::NoSuchJob(_) => "org.proxyuserd1.Error.NoSuchJob",
-            Error::NoSuchSession(_) => "org.proxyuserd1.Error.NoSuchSession",
-            Error::InvalidRules(_) => "org.proxyuserd1.Error.InvalidRules",
-            Error::AuditUnavailable(_) => "org.proxyuserd1.Error.AuditUnavailable",
-            Error::LimitsExceeded(_) => "org.freedesktop.DBus.Error.LimitsExceeded",
-            Error::Failed(_) => "org.freedesktop.DBus.Error.Failed",
+            Error::AccessDenied(_) => errors::ACCESS_DENIED,
+            Error::InvalidArgs(_) => errors::INVALID_ARGS,
+            Error::NotAllowed(_) => errors::NOT_ALLOWED,
+            Error::NoSuchUser(_) => errors::NO_SUCH_USER,
+            Error::NoSuchJob(_) => errors::NO_SUCH_JOB,
+            Error::NoSuchSession(_) => errors::NO_SUCH_SESSION,
+            Error::InvalidRules(_) => errors::INVALID_RULES,
+            Error::AuditUnavailable(_) => errors::AUDIT_UNAVAILABLE,
+            Error::LimitsExceeded(_) => errors::LIMITS_EXCEEDED,
+            Error::Failed(_) => errors::FAILED,
         };
         BusError {
             name,

@@ -4,7 +4,7 @@ use zbus::message::Header;
 use zbus::{Connection, interface};
 
 use super::{BusError, Shared};
-use crate::authority::SessionIdentity;
+use crate::wire::SessionIdentity;
 
 pub struct Sessions(pub Shared);
 

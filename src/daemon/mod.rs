@@ -1,7 +1,5 @@
 //! The daemon: configuration, logging, the bus connection, signals, timers, shutdown.
 
-pub mod config;
-
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,7 +15,7 @@ use crate::bus::{self, Admin, BUS_NAME, Callers, Identity, Jobs, OBJECT_PATH, Se
 use crate::exec::Backend;
 use crate::exec::systemd::{SliceLimits, Systemd};
 use crate::sys;
-use config::Config;
+use crate::config::{self, Config};
 
 /// Operational logs: journald under `proxyuserd` when it runs, else stderr.
 /// `PROXYUSERD_LOG` sets the level (error, warn, info, debug, trace; default info).
@@ -187,7 +185,7 @@ async fn watch_expiry(authority: Arc<Authority>) {
         let changed = authority.rules_changed();
         tokio::pin!(changed);
         changed.as_mut().enable();
-        let now = sys::now_micros();
+        let now = crate::time::now_micros();
         let wait = Duration::from_micros((next_check(&authority, now) - now).max(0) as u64);
         tokio::select! {
             _ = tokio::time::sleep(wait) => {

@@ -18,8 +18,7 @@ use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::sync::Arc;
 
-/// Microseconds since the Unix epoch (wall clock).
-pub type Micros = i64;
+pub use crate::time::Micros;
 
 /// Where something was written: `file:line:column`, 1-based.
 #[derive(Debug, Clone, PartialEq, Eq)]

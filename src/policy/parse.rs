@@ -9,7 +9,7 @@ use toml::Spanned;
 use toml::value::{Datetime, Offset};
 
 use super::{Effect, Located, Location, Micros, Names, Rule, RuleError, RuleFile, Source};
-use crate::identity::name::{check_group_name, check_user_name};
+use crate::names::{check_group_name, check_user_name};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]

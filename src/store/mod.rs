@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use sled::Transactional;
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 
-use crate::policy::Micros;
+use crate::time::Micros;
 
 /// The trees of the store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

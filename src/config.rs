@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::identity::name::{check_group_name, check_user_name};
+use crate::names::{check_group_name, check_user_name};
 
 pub const DEFAULT_PATH: &str = "/etc/proxyuserd/proxyuserd.toml";
 
@@ -194,7 +194,7 @@ impl Config {
             ("login_cookie", &config.sessions.login_cookie),
             ("proxy_cookie", &config.sessions.proxy_cookie),
         ] {
-            if !crate::authority::cookies::is_cookie_name(name) {
+            if !crate::cookies::is_cookie_name(name) {
                 return Err(format!(
                     "{file}: sessions.{key}: {name:?} is not a cookie name"
                 ));
