@@ -72,9 +72,7 @@ pub struct ExecConfig {
     pub timeout_secs: u64,
     /// Finished jobs and their output are deleted after this many seconds.
     pub retention_secs: u64,
-    /// `auto` (transient systemd units when systemd is PID 1, else `direct`),
-    /// `systemd` or `direct` (the daemon forks jobs itself).
-    pub backend: String,
+    pub backend: BackendChoice,
     /// Limits of each run-as user's slice (systemd backend; 0: none): percent of one
     /// CPU, bytes of memory, number of tasks.
     pub slice_cpu_quota_percent: u64,
@@ -91,12 +89,24 @@ impl Default for ExecConfig {
             max_output_bytes: 64 * 1024 * 1024,
             timeout_secs: 0,
             retention_secs: 7 * 24 * 3600,
-            backend: "auto".into(),
+            backend: BackendChoice::Auto,
             slice_cpu_quota_percent: 0,
             slice_memory_max_bytes: 0,
             slice_tasks_max: 0,
         }
     }
+}
+
+/// Where jobs run (`exec.backend`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BackendChoice {
+    /// Transient systemd units when systemd is PID 1, else `direct`.
+    Auto,
+    /// Transient systemd units; the daemon does not start without systemd.
+    Systemd,
+    /// The daemon forks jobs itself.
+    Direct,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -173,12 +183,6 @@ impl Config {
         }
         if config.denial_burst == 0 {
             return Err(format!("{file}: denial_burst = 0: it must be at least 1"));
-        }
-        if !["auto", "systemd", "direct"].contains(&config.exec.backend.as_str()) {
-            return Err(format!(
-                "{file}: exec.backend: {:?} is not auto, systemd or direct",
-                config.exec.backend
-            ));
         }
         for key in &config.exec.env_keep {
             let valid = !key.is_empty()

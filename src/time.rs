@@ -15,5 +15,7 @@ pub fn now_micros() -> Micros {
 
 /// `secs` seconds in microseconds, saturating.
 pub fn secs(secs: u64) -> Micros {
-    i64::try_from(secs).unwrap_or(i64::MAX).saturating_mul(1_000_000)
+    i64::try_from(secs)
+        .unwrap_or(i64::MAX)
+        .saturating_mul(1_000_000)
 }

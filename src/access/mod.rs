@@ -90,5 +90,4 @@ mod tests {
         let ghost = Caller::new(4242, 1, None, Some("wheel"), &[]);
         assert!(!ghost.may_act_for("4242") && !ghost.admin);
     }
-
 }

@@ -10,8 +10,8 @@ use std::fmt;
 use sha2::{Digest, Sha256};
 
 use crate::access::Caller;
-use crate::time::Micros;
 use crate::store::{Store, StoreError, Tree, Write};
+use crate::time::Micros;
 
 /// The kinds of audit events. Names and MESSAGE_IDs are stable: tools filter on them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -10,10 +10,10 @@ use std::time::Duration;
 
 use tokio::sync::{Notify, watch};
 
-use crate::audit::{Draft, Event};
-use crate::exec::{self, JobSpec, Outcome};
 use crate::access::Caller;
-use crate::store::{JobRecord, Store, Tree, Write};
+use crate::audit::{Draft, Event};
+use crate::exec::{self, JobSpec, ProcessEnd};
+use crate::store::{JobEnd, JobRecord, JobState, Store, Tree, Write};
 use crate::sys::{process_start_time, random_bytes};
 use crate::time::now_micros;
 
@@ -36,9 +36,6 @@ pub(super) struct RunningJob {
     done: watch::Receiver<Option<JobEnd>>,
 }
 
-/// How a job ended, as its exec-end record has it: state and exit code.
-pub type JobEnd = (String, i32);
-
 /// A request to cancel a job, and who made it (for the exec-end record).
 #[derive(Default)]
 struct Cancel {
@@ -51,7 +48,7 @@ pub(super) type RunningJobs = HashMap<String, RunningJob>;
 
 /// What `Wait` waits for.
 pub enum WaitFor {
-    Finished(String, i32),
+    Finished(JobEnd),
     /// Gets the job's end once it is on disk; closed without one if it could not be
     /// recorded.
     Running(watch::Receiver<Option<JobEnd>>),
@@ -132,7 +129,7 @@ impl Authority {
         }
 
         // Authorization is checked again here, whatever the client cached.
-        let account = self.effective(login)?.account.ok_or_else(|| {
+        let account = self.acting(login)?.account.ok_or_else(|| {
             Error::NoSuchUser(format!(
                 "{login} has no proxy and no system account: there is no user to run as"
             ))
@@ -221,7 +218,7 @@ impl Authority {
             uid: account.uid,
             argv: argv.clone(),
             cwd: cwd.display().to_string(),
-            state: "running".into(),
+            state: JobState::Running,
             started: now_micros(),
             finished: 0,
             exit_code: 0,
@@ -281,7 +278,7 @@ impl Authority {
                     "cannot start {} as {} in {}: {err}",
                     record.argv[0], record.run_as, record.cwd
                 );
-                self.finish_job(&id, Outcome::Failed(reason.clone()))?;
+                self.finish_job(&id, ProcessEnd::Failed(reason.clone()), None)?;
                 return Err(Error::InvalidArgs(reason));
             }
         };
@@ -351,7 +348,7 @@ impl Authority {
             .store
             .job(id)?
             .ok_or_else(|| Error::NoSuchJob(format!("no job {id}")))?;
-        let effective = self.effective_identity(login)?.effective;
+        let effective = self.acting(login)?.effective;
         if job.run_as == effective || caller.admin {
             return Ok(job);
         }
@@ -372,17 +369,16 @@ impl Authority {
             return Ok(WaitFor::Running(running.done.clone()));
         }
         // Not running (any more): the record has its end.
-        let (state, exit_code) = self.job_result(id)?;
-        Ok(WaitFor::Finished(state, exit_code))
+        Ok(WaitFor::Finished(self.job_result(id)?))
     }
 
     /// The final state of a job that has finished.
-    pub fn job_result(&self, id: &str) -> Result<(String, i32), Error> {
+    pub fn job_result(&self, id: &str) -> Result<JobEnd, Error> {
         let job = self
             .store
             .job(id)?
             .ok_or_else(|| Error::NoSuchJob(format!("no job {id}")))?;
-        Ok((job.state, job.exit_code))
+        Ok(job.end())
     }
 
     pub fn cancel(&self, caller: &Caller, login: &str, id: &str) -> Result<(), Error> {
@@ -398,7 +394,7 @@ impl Authority {
     /// The jobs that ran as `login`'s effective user, oldest first.
     pub fn list_jobs(&self, caller: &Caller, login: &str) -> Result<Vec<JobRecord>, Error> {
         self.authorize(caller, "ListJobs", login)?;
-        let effective = self.effective_identity(login)?.effective;
+        let effective = self.acting(login)?.effective;
         let mut jobs: Vec<JobRecord> = self
             .store
             .jobs()?
@@ -456,32 +452,44 @@ impl Authority {
     }
 
     /// Records how job `id` ended (exec-end), unless it already has; the end on record.
-    pub(crate) fn finish_job(&self, id: &str, outcome: Outcome) -> Result<JobEnd, Error> {
+    /// `killed_because` says why the daemon killed it, if it did.
+    pub(crate) fn finish_job(
+        &self,
+        id: &str,
+        ended: ProcessEnd,
+        killed_because: Option<String>,
+    ) -> Result<JobEnd, Error> {
         let mut ledger = self.lock();
         let Some(mut job) = self.store.job(id)? else {
             return Err(Error::NoSuchJob(format!("no job {id}")));
         };
         if !job.running() {
-            return Ok((job.state, job.exit_code));
+            return Ok(job.end());
         }
         let dir = self.job_dir(id);
-        job.state = outcome.state().into();
-        job.exit_code = outcome.exit_code();
         job.finished = now_micros();
         job.stdout_bytes = exec::output_size(&dir.join("stdout"));
         job.stderr_bytes = exec::output_size(&dir.join("stderr"));
-        match &outcome {
-            Outcome::Exited(_) => {}
-            Outcome::Killed { signal, reason } => {
-                job.signal = Some(*signal);
-                job.reason = reason.clone();
+        let status = match ended {
+            ProcessEnd::Exited(code) => {
+                (job.state, job.exit_code) = (JobState::Exited, code);
+                format!("exited with {code}")
             }
-            Outcome::Failed(reason) => job.reason = reason.clone(),
-        }
-        let status = match &outcome {
-            Outcome::Exited(code) => format!("exited with {code}"),
-            Outcome::Killed { signal, reason } => format!("killed by signal {signal} ({reason})"),
-            Outcome::Failed(reason) => format!("failed: {reason}"),
+            ProcessEnd::Signaled(signal) => {
+                let reason =
+                    killed_because.unwrap_or_else(|| format!("terminated by signal {signal}"));
+                (job.state, job.exit_code) = (JobState::Killed, 128 + signal);
+                job.signal = Some(signal);
+                let status = format!("killed by signal {signal} ({reason})");
+                job.reason = reason;
+                status
+            }
+            ProcessEnd::Failed(reason) => {
+                (job.state, job.exit_code) = (JobState::Failed, -1);
+                let status = format!("failed: {reason}");
+                job.reason = reason;
+                status
+            }
         };
         let draft = exec_draft(Event::ExecEnd, &job)
             .with("state", job.state.as_str())
@@ -503,11 +511,10 @@ impl Authority {
         tracing::info!("{id} of {} as {}: {}", job.login, job.run_as, job.state);
         self.notify(Notice::JobFinished {
             id: id.to_string(),
-            run_as: job.run_as,
-            state: job.state.clone(),
-            exit_code: job.exit_code,
+            run_as: job.run_as.clone(),
+            end: job.end(),
         });
-        Ok((job.state, job.exit_code))
+        Ok(job.end())
     }
 
     /// At start: jobs recorded as running did so when the daemon stopped. They are
@@ -528,7 +535,8 @@ impl Authority {
             }
             self.finish_job(
                 &job.id,
-                Outcome::Failed("proxyuserd stopped while the job ran".into()),
+                ProcessEnd::Failed("proxyuserd stopped while the job ran".into()),
+                None,
             )?;
         }
         Ok(())
@@ -547,7 +555,8 @@ impl Authority {
             }
             if let Err(err) = self.finish_job(
                 &id,
-                Outcome::Failed("proxyuserd stopped while the job ran".into()),
+                ProcessEnd::Failed("proxyuserd stopped while the job ran".into()),
+                None,
             ) {
                 tracing::error!("cannot record the end of {id}: {err}");
             }
@@ -662,10 +671,11 @@ async fn supervise(
             }
         }
     }
-    let outcome = Outcome::from_ended(ended, reason);
     let finisher = authority.clone();
     let finished_id = id.clone();
-    match tokio::task::spawn_blocking(move || finisher.finish_job(&finished_id, outcome)).await {
+    match tokio::task::spawn_blocking(move || finisher.finish_job(&finished_id, ended, reason))
+        .await
+    {
         Ok(Ok(end)) => {
             let _ = done.send(Some(end));
         }

@@ -20,17 +20,17 @@ use std::time::{Duration, Instant};
 use arc_swap::ArcSwap;
 use tokio::sync::{Notify, mpsc};
 
+use crate::access::Caller;
+use crate::accounts::{Account, Directory, LookupError};
 use crate::audit::{AuditUnavailable, Draft, Event, Ledger, journal::Journal};
 use crate::config::Config;
 use crate::names::check_user_name;
-use crate::access::Caller;
-use crate::accounts::{Account, Directory, LookupError};
 use crate::policy::{CompiledRules, Micros, Subject};
 use crate::store::{Store, StoreError, Write};
 use crate::time::now_micros;
 
 pub use jobs::{STREAMS, WaitFor};
-pub use proxy::Identity;
+pub use proxy::Acting;
 
 /// What went wrong, one variant per D-Bus error of the contract. Messages name the
 /// offending value and never another user's data.
@@ -96,8 +96,7 @@ pub enum Notice {
     JobFinished {
         id: String,
         run_as: String,
-        state: String,
-        exit_code: i32,
+        end: crate::store::JobEnd,
     },
 }
 

@@ -3,68 +3,58 @@
 use crate::audit::{Draft, Event, Ledger};
 use std::sync::Arc;
 
-use crate::names::check_user_name;
 use crate::access::Caller;
 use crate::accounts::Account;
+use crate::names::check_user_name;
 use crate::policy::{CompiledRules, Decision};
 use crate::store::{Association, Tree, Write};
 use crate::time::now_micros;
+use crate::wire::NO_ID;
 
 use super::{Authority, Error, Notice, subject};
 
-/// `Resolve`'s answer: who a login acts as now.
+/// Whom a login acts as now (`Resolve`'s answer): its effective user, with that user's
+/// account when it has one.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Identity {
+pub struct Acting {
+    /// The proxy if the login has one, else the login.
     pub effective: String,
-    /// "" when the login has no proxy.
-    pub proxy: String,
-    /// `u32::MAX` when the effective user has no system account.
-    pub uid: u32,
-    pub gid: u32,
-}
-
-const NO_ID: u32 = u32::MAX;
-
-/// Whom a login acts as, with that user's account when it has one.
-pub(crate) struct Effective {
-    pub name: String,
     /// "" when the login has no proxy.
     pub proxy: String,
     pub account: Option<Arc<Account>>,
 }
 
-impl Effective {
-    fn identity(self) -> Identity {
-        Identity {
-            uid: self.account.as_ref().map_or(NO_ID, |a| a.uid),
-            gid: self.account.as_ref().map_or(NO_ID, |a| a.gid),
-            effective: self.name,
-            proxy: self.proxy,
-        }
+impl Acting {
+    /// uid of the effective user; [`NO_ID`] without a system account.
+    pub fn uid(&self) -> u32 {
+        self.account.as_ref().map_or(NO_ID, |a| a.uid)
+    }
+
+    pub fn gid(&self) -> u32 {
+        self.account.as_ref().map_or(NO_ID, |a| a.gid)
     }
 }
 
 impl Authority {
-    pub fn resolve(&self, caller: &Caller, login: &str) -> Result<Identity, Error> {
+    pub fn resolve(&self, caller: &Caller, login: &str) -> Result<Acting, Error> {
         self.authorize(caller, "Resolve", login)?;
-        self.effective_identity(login)
+        self.acting(login)
     }
 
     /// `Resolve` from memory only, for the hot path: `None` when answering would block
     /// (an NSS lookup the cache does not hold, a denial or a revocation to record), and
     /// the caller should use [`resolve`](Self::resolve) on a blocking thread instead.
-    pub fn resolve_cached(&self, caller: &Caller, login: &str) -> Option<Identity> {
+    pub fn resolve_cached(&self, caller: &Caller, login: &str) -> Option<Acting> {
         if check_user_name(login).is_err() || !caller.may_act_for(login) {
             return None;
         }
         let login_account = self.directory.cached_user(login)?;
         let Some(association) = self.store.association(login).ok()? else {
-            let effective = Effective {
-                name: login.to_string(),
+            return Some(Acting {
+                effective: login.to_string(),
                 proxy: String::new(),
                 account: login_account,
-            };
-            return Some(effective.identity());
+            });
         };
         let proxy_account = self.directory.cached_user(&association.proxy)??;
         let decision = decide(
@@ -73,27 +63,21 @@ impl Authority {
             login_account.as_deref(),
             &proxy_account,
         );
-        decision.is_allowed().then(|| Identity {
+        decision.is_allowed().then(|| Acting {
             effective: proxy_account.name.clone(),
             proxy: proxy_account.name.clone(),
-            uid: proxy_account.uid,
-            gid: proxy_account.gid,
+            account: Some(proxy_account),
         })
     }
 
     /// Who `login` acts as, revoking an association the rules no longer allow.
     /// Authorization is the caller's business.
-    pub(crate) fn effective_identity(&self, login: &str) -> Result<Identity, Error> {
-        Ok(self.effective(login)?.identity())
-    }
-
-    /// [`effective_identity`](Self::effective_identity) with the effective user's account.
-    pub(crate) fn effective(&self, login: &str) -> Result<Effective, Error> {
+    pub(crate) fn acting(&self, login: &str) -> Result<Acting, Error> {
         if let Some(association) = self.store.association(login)? {
             match self.still_allowed(&self.rules.load(), login, &association.proxy)? {
                 Ok(account) => {
-                    return Ok(Effective {
-                        name: association.proxy,
+                    return Ok(Acting {
+                        effective: association.proxy,
                         proxy: account.name.clone(),
                         account: Some(account),
                     });
@@ -101,8 +85,8 @@ impl Authority {
                 Err(reason) => self.revoke(&mut self.lock(), login, &association.proxy, &reason)?,
             }
         }
-        Ok(Effective {
-            name: login.to_string(),
+        Ok(Acting {
+            effective: login.to_string(),
             proxy: String::new(),
             account: self.login_account(login)?,
         })

@@ -4,8 +4,8 @@ use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use crate::audit::{Draft, Event, Ledger, Record};
 use crate::access::Caller;
+use crate::audit::{Draft, Event, Ledger, Record};
 use crate::policy::{CompiledRules, Rule, RuleError, RuleFile, parse_live_rule, parse_rule_file};
 use crate::store::{RuleSnapshot, Store, Tree, Write};
 

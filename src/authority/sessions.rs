@@ -6,19 +6,18 @@
 
 use sha2::{Digest, Sha256};
 
-use crate::audit::{Draft, Event};
 use crate::access::Caller;
+use crate::audit::{Draft, Event};
 use crate::store::{SessionRecord, Tree, Write};
 use crate::sys::{hex, random_bytes};
 use crate::time::now_micros;
 
-use super::{Authority, Error, Identity};
+use super::{Authority, Error};
 use crate::cookies;
 
 use crate::wire::SessionIdentity;
 
-const LOGIN: &str = "login";
-const PROXY: &str = "proxy";
+use crate::store::SessionKind::{Login as LOGIN, Proxy as PROXY};
 
 /// The store key of a ticket: the hex SHA-256 of its text.
 fn ticket_key(ticket: &str) -> String {
@@ -119,7 +118,7 @@ impl Authority {
         let ttl = (self.config.sessions.ttl_secs as i64).saturating_mul(1_000_000);
         let session = SessionRecord {
             id: short_id(&key),
-            kind: LOGIN.into(),
+            kind: LOGIN,
             login: login.into(),
             proxy: String::new(),
             parent: String::new(),
@@ -131,7 +130,7 @@ impl Authority {
         let draft = Draft::new(Event::SessionOpen)
             .with("login", login)
             .with("session", session.id.as_str())
-            .with("kind", LOGIN)
+            .with("kind", LOGIN.as_str())
             .caller(caller);
         self.record(
             &mut self.lock(),
@@ -163,7 +162,7 @@ impl Authority {
         let key = ticket_key(&proxy_ticket);
         let session = SessionRecord {
             id: short_id(&key),
-            kind: PROXY.into(),
+            kind: PROXY,
             login: parent.login.clone(),
             proxy: proxy.into(),
             parent: parent_key.clone(),
@@ -231,17 +230,19 @@ impl Authority {
                 _ => return Ok(None),
             }
             // The association must still name this proxy, and the rules allow it.
-            let Identity {
-                effective,
-                proxy,
-                uid,
-                gid,
-            } = self.effective_identity(&session.login)?;
-            if proxy != session.proxy {
+            let acting = self.acting(&session.login)?;
+            if acting.proxy != session.proxy {
                 return Ok(None);
             }
             renew.push(session.parent.clone());
-            (session.login.clone(), effective, proxy, uid, gid)
+            let (uid, gid) = (acting.uid(), acting.gid());
+            (
+                session.login.clone(),
+                acting.effective,
+                acting.proxy,
+                uid,
+                gid,
+            )
         };
         // Using a session keeps it (and its login session) from idling out. Not flushed:
         // losing a renewal in a crash only shortens an idle timeout. Under the lock, so

@@ -8,11 +8,11 @@ use zbus::{Connection, interface};
 
 use super::{BusError, Shared};
 
-pub struct Admin(pub Shared);
+pub struct AdminInterface(pub Shared);
 
 /// Rules and audit log administration. Methods are for admins only.
 #[interface(name = "org.proxyuserd1.Admin")]
-impl Admin {
+impl AdminInterface {
     /// Re-reads the rule files; fails with InvalidRules (file:line:column) and keeps the
     /// old rules if one does not validate.
     #[zbus(out_args("generation"))]
@@ -111,7 +111,7 @@ impl Admin {
             .map(|(s, end)| {
                 (
                     s.id,
-                    s.kind,
+                    s.kind.as_str().to_string(),
                     s.login,
                     s.proxy,
                     micros(s.created),

@@ -9,8 +9,8 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use crate::authority::{Authority, Error};
 use crate::access::Caller;
+use crate::authority::{Authority, Error};
 
 /// Calls of one throttle key in progress at once.
 pub const MAX_IN_FLIGHT: usize = 32;

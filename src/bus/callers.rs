@@ -13,8 +13,8 @@ use zbus::message::Header;
 use zbus::names::BusName;
 
 use super::BusError;
-use crate::authority::{Authority, Error};
 use crate::access::Caller;
+use crate::authority::{Authority, Error};
 
 pub struct Callers {
     authority: Arc<Authority>,

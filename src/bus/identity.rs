@@ -6,11 +6,11 @@ use zbus::{Connection, interface};
 
 use super::{BusError, Shared};
 
-pub struct Identity(pub Shared);
+pub struct IdentityInterface(pub Shared);
 
 /// Who a login user acts as, and which proxy user it has chosen.
 #[interface(name = "org.proxyuserd1.Identity")]
-impl Identity {
+impl IdentityInterface {
     /// The effective user of a login: its proxy if it has one, else itself. proxy is ""
     /// without one; uid and gid are 4294967295 when the effective user has no account.
     #[zbus(out_args("effective", "proxy", "uid", "gid"))]
@@ -30,7 +30,8 @@ impl Identity {
                 move |a, c| a.resolve(c, &login),
             )
             .await?;
-        Ok((id.effective, id.proxy, id.uid, id.gid))
+        let (uid, gid) = (id.uid(), id.gid());
+        Ok((id.effective, id.proxy, uid, gid))
     }
 
     /// Whether the login may proxy to the user now, and why. Changes nothing.

@@ -10,11 +10,11 @@ use super::{BusError, Shared};
 use crate::authority::WaitFor;
 use crate::wire::JobRow;
 
-pub struct Jobs(pub Shared);
+pub struct JobsInterface(pub Shared);
 
 /// Work run as the login's effective user: its proxy if it has one, else itself.
 #[interface(name = "org.proxyuserd1.Jobs")]
-impl Jobs {
+impl JobsInterface {
     /// Runs argv (no shell; argv[0] an absolute path) as the login's effective user.
     /// env holds the caller's variables, of which only those in exec.env_keep are
     /// passed; cwd "" means the user's home. Returns the job id.
@@ -51,24 +51,21 @@ impl Jobs {
             .0
             .call(connection, &header, move |a, c| a.wait_for(c, &login, &id))
             .await?;
-        match waiting {
-            WaitFor::Finished(state, code) => Ok((state, code)),
+        let end = match waiting {
+            WaitFor::Finished(end) => end,
             WaitFor::Running(mut done) => {
                 // The end arrives once it is on disk; without one, the store says.
-                let end = done
-                    .wait_for(Option::is_some)
-                    .await
-                    .ok()
-                    .and_then(|e| e.clone());
+                let end = done.wait_for(Option::is_some).await.ok().and_then(|e| *e);
                 match end {
-                    Some(end) => Ok(end),
+                    Some(end) => end,
                     None => {
                         let authority = self.0.authority.clone();
-                        super::blocking(move || authority.job_result(&job_id)).await
+                        super::blocking(move || authority.job_result(&job_id)).await?
                     }
                 }
             }
-        }
+        };
+        Ok((end.state.to_string(), end.exit_code))
     }
 
     /// Kills the job's whole process group.
@@ -109,7 +106,7 @@ impl Jobs {
                     j.login,
                     j.run_as,
                     j.argv,
-                    j.state,
+                    j.state.to_string(),
                     micros(j.started),
                     micros(j.finished),
                     j.exit_code,

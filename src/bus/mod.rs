@@ -17,18 +17,18 @@ use zbus::names::ErrorName;
 use zbus::object_server::SignalEmitter;
 use zbus::{Connection, DBusError};
 
-use crate::authority::{Authority, Error, Notice};
 use crate::access::Caller;
+use crate::authority::{Authority, Error, Notice};
 
-pub use admin::Admin;
+pub use admin::AdminInterface;
 pub use admission::Admission;
 pub use callers::Callers;
-pub use identity::Identity;
-pub use jobs::Jobs;
-pub use sessions::Sessions;
+pub use identity::IdentityInterface;
+pub use jobs::JobsInterface;
+pub use sessions::SessionsInterface;
 
-pub use crate::wire::{BUS_NAME, OBJECT_PATH};
 use crate::wire::errors;
+pub use crate::wire::{BUS_NAME, OBJECT_PATH};
 
 /// An [`Error`] as a D-Bus error reply.
 #[derive(Debug)]
@@ -146,22 +146,20 @@ pub async fn forward_notices(connection: Connection, mut notices: mpsc::Unbounde
     while let Some(notice) = notices.recv().await {
         let sent = match &notice {
             Notice::ProxyChanged { login, proxy, why } => {
-                Identity::proxy_changed(&emitter, login, proxy, why).await
+                IdentityInterface::proxy_changed(&emitter, login, proxy, why).await
             }
             Notice::RulesChanged(generation) => {
-                let changed = Admin::rules_changed(&emitter, *generation).await;
+                let changed = AdminInterface::rules_changed(&emitter, *generation).await;
                 let server = connection.object_server();
-                if let Ok(admin) = server.interface::<_, Admin>(OBJECT_PATH).await {
+                if let Ok(admin) = server.interface::<_, AdminInterface>(OBJECT_PATH).await {
                     let _ = admin.get().await.rules_generation_changed(&emitter).await;
                 }
                 changed
             }
-            Notice::JobFinished {
-                id,
-                run_as,
-                state,
-                exit_code,
-            } => Jobs::job_finished(&emitter, id, run_as, state, *exit_code).await,
+            Notice::JobFinished { id, run_as, end } => {
+                JobsInterface::job_finished(&emitter, id, run_as, end.state.as_str(), end.exit_code)
+                    .await
+            }
         };
         if let Err(err) = sent {
             tracing::warn!("cannot emit {notice:?}: {err}");

@@ -6,12 +6,12 @@ use zbus::{Connection, interface};
 use super::{BusError, Shared};
 use crate::wire::SessionIdentity;
 
-pub struct Sessions(pub Shared);
+pub struct SessionsInterface(pub Shared);
 
 /// Server-side login and proxy tickets for web gateways (the login and proxy cookies).
 /// Every method is for trusted callers (and root).
 #[interface(name = "org.proxyuserd1.Sessions")]
-impl Sessions {
+impl SessionsInterface {
     /// Opens a session for a login the gateway authenticated; returns its ticket.
     #[zbus(out_args("ticket"))]
     async fn open_session(

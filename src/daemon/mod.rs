@@ -11,11 +11,14 @@ use zbus::connection::Builder;
 
 use crate::audit::journal::{self, Journal};
 use crate::authority::{Authority, next_check};
-use crate::bus::{self, Admin, BUS_NAME, Callers, Identity, Jobs, OBJECT_PATH, Sessions, Shared};
+use crate::bus::{
+    self, AdminInterface, BUS_NAME, Callers, IdentityInterface, JobsInterface, OBJECT_PATH,
+    SessionsInterface, Shared,
+};
+use crate::config::{self, BackendChoice, Config};
 use crate::exec::Backend;
 use crate::exec::systemd::{SliceLimits, Systemd};
 use crate::sys;
-use crate::config::{self, Config};
 
 /// Operational logs: journald under `proxyuserd` when it runs, else stderr.
 /// `PROXYUSERD_LOG` sets the level (error, warn, info, debug, trace; default info).
@@ -75,10 +78,10 @@ pub async fn run(config: Config) -> Result<(), String> {
     // Every object is served before the name is requested, so a client that sees the
     // name finds the whole API.
     let connection = Builder::system()
-        .serve_at(OBJECT_PATH, Identity(shared.clone()))
-        .serve_at(OBJECT_PATH, Admin(shared.clone()))
-        .serve_at(OBJECT_PATH, Jobs(shared.clone()))
-        .serve_at(OBJECT_PATH, Sessions(shared.clone()))
+        .serve_at(OBJECT_PATH, IdentityInterface(shared.clone()))
+        .serve_at(OBJECT_PATH, AdminInterface(shared.clone()))
+        .serve_at(OBJECT_PATH, JobsInterface(shared.clone()))
+        .serve_at(OBJECT_PATH, SessionsInterface(shared.clone()))
         .name(BUS_NAME)
         .build()
         .await
@@ -155,7 +158,8 @@ pub async fn run(config: Config) -> Result<(), String> {
 /// machine (`/run/systemd/system` exists), else the daemon's own fork.
 async fn exec_backend(config: &config::ExecConfig) -> Result<Backend, String> {
     let booted = std::path::Path::new("/run/systemd/system").exists();
-    if config.backend == "direct" || (config.backend == "auto" && !booted) {
+    if config.backend == BackendChoice::Direct || (config.backend == BackendChoice::Auto && !booted)
+    {
         return Ok(Backend::Direct);
     }
     let limits = SliceLimits {
@@ -165,7 +169,7 @@ async fn exec_backend(config: &config::ExecConfig) -> Result<Backend, String> {
     };
     match Systemd::connect().await {
         Ok(systemd) => Ok(Backend::Systemd(Arc::new(systemd), limits)),
-        Err(err) if config.backend == "auto" => {
+        Err(err) if config.backend == BackendChoice::Auto => {
             tracing::warn!("systemd is PID 1 but cannot be reached ({err}); jobs run without it");
             Ok(Backend::Direct)
         }

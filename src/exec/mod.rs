@@ -64,20 +64,20 @@ impl Backend {
     }
 }
 
-/// How a job's process ended, before the daemon adds why.
+/// How a job's main process ended, as its backend saw it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Ended {
+pub enum ProcessEnd {
     Exited(i32),
     Signaled(i32),
     Failed(String),
 }
 
-impl Ended {
+impl ProcessEnd {
     fn from_status(status: ExitStatus) -> Self {
         match (status.code(), status.signal()) {
-            (Some(code), _) => Ended::Exited(code),
-            (None, Some(signal)) => Ended::Signaled(signal),
-            _ => Ended::Failed(format!("unexpected wait status {status}")),
+            (Some(code), _) => ProcessEnd::Exited(code),
+            (None, Some(signal)) => ProcessEnd::Signaled(signal),
+            _ => ProcessEnd::Failed(format!("unexpected wait status {status}")),
         }
     }
 }
@@ -140,7 +140,7 @@ impl Started {
 
     /// Waits for the job's main process to end. Under the direct backend whatever it
     /// left behind in its process group is killed with it. Cancel-safe.
-    pub async fn wait(&mut self) -> Ended {
+    pub async fn wait(&mut self) -> ProcessEnd {
         match self {
             Started::Direct(running) => {
                 if let Some(exited) = &running.exited {
@@ -154,12 +154,12 @@ impl Started {
                     match running.child.try_wait() {
                         Ok(Some(status)) => {
                             *reaped = true;
-                            return Ended::from_status(status);
+                            return ProcessEnd::from_status(status);
                         }
                         Ok(None) => {}
                         Err(err) => {
                             *reaped = true;
-                            return Ended::Failed(format!("cannot wait for the job: {err}"));
+                            return ProcessEnd::Failed(format!("cannot wait for the job: {err}"));
                         }
                     }
                 }
@@ -171,8 +171,8 @@ impl Started {
                     kill_group(running.pgid);
                 }
                 match status {
-                    Ok(status) => Ended::from_status(status),
-                    Err(err) => Ended::Failed(format!("cannot wait for the job: {err}")),
+                    Ok(status) => ProcessEnd::from_status(status),
+                    Err(err) => ProcessEnd::Failed(format!("cannot wait for the job: {err}")),
                 }
             }
             Started::Unit {
@@ -187,45 +187,6 @@ impl Started {
                 let _ =
                     tokio::time::timeout(std::time::Duration::from_secs(1), watch.changed()).await;
             },
-        }
-    }
-}
-
-/// How a job ended.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Outcome {
-    Exited(i32),
-    Killed { signal: i32, reason: String },
-    Failed(String),
-}
-
-impl Outcome {
-    pub fn state(&self) -> &'static str {
-        match self {
-            Outcome::Exited(_) => "exited",
-            Outcome::Killed { .. } => "killed",
-            Outcome::Failed(_) => "failed",
-        }
-    }
-
-    /// Exit code as a shell reports it: the code, 128 + signal, or -1.
-    pub fn exit_code(&self) -> i32 {
-        match self {
-            Outcome::Exited(code) => *code,
-            Outcome::Killed { signal, .. } => 128 + signal,
-            Outcome::Failed(_) => -1,
-        }
-    }
-
-    /// From how the process ended; `reason` says why we killed it, if we did.
-    pub fn from_ended(ended: Ended, reason: Option<String>) -> Self {
-        match ended {
-            Ended::Exited(code) => Outcome::Exited(code),
-            Ended::Signaled(signal) => Outcome::Killed {
-                signal,
-                reason: reason.unwrap_or_else(|| format!("terminated by signal {signal}")),
-            },
-            Ended::Failed(why) => Outcome::Failed(why),
         }
     }
 }

@@ -15,7 +15,7 @@ use zbus::fdo::PropertiesProxy;
 use zbus::names::InterfaceName;
 use zbus::{Connection, OwnedObjectPath, OwnedVariant, Variant, proxy};
 
-use super::{Ended, JobSpec};
+use super::{JobSpec, ProcessEnd};
 
 /// The system bus socket, where systemd's manager is.
 pub const SYSTEM_BUS: &str = "unix:path=/run/dbus/system_bus_socket";
@@ -348,7 +348,7 @@ impl Systemd {
     }
 
     /// How a unit's main process ended, once it has.
-    pub async fn ended(&self, unit: &str) -> Option<Ended> {
+    pub async fn ended(&self, unit: &str) -> Option<ProcessEnd> {
         let state = self
             .unit_properties(unit, "org.freedesktop.systemd1.Unit")
             .await
@@ -361,10 +361,10 @@ impl Systemd {
         let _ = self.manager.unref_unit(unit).await;
         Some(match code {
             // CLD_EXITED
-            1 => Ended::Exited(status),
+            1 => ProcessEnd::Exited(status),
             // CLD_KILLED, CLD_DUMPED
-            2 | 3 => Ended::Signaled(status),
-            _ => Ended::Failed(format!("systemd reports exit code {code}, status {status}")),
+            2 | 3 => ProcessEnd::Signaled(status),
+            _ => ProcessEnd::Failed(format!("systemd reports exit code {code}, status {status}")),
         })
     }
 

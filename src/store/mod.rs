@@ -134,8 +134,7 @@ pub struct JobRecord {
     pub uid: u32,
     pub argv: Vec<String>,
     pub cwd: String,
-    /// `running`, `exited`, `killed` or `failed`.
-    pub state: String,
+    pub state: JobState,
     pub started: Micros,
     /// 0 while running.
     pub finished: Micros,
@@ -160,7 +159,72 @@ pub struct JobRecord {
 
 impl JobRecord {
     pub fn running(&self) -> bool {
-        self.state == "running"
+        self.state == JobState::Running
+    }
+
+    /// How the job ended (meaningful once it is not running).
+    pub fn end(&self) -> JobEnd {
+        JobEnd {
+            state: self.state,
+            exit_code: self.exit_code,
+        }
+    }
+}
+
+/// How a job ended, as `Wait` answers: its final state and exit code (the exit status,
+/// 128 + signal, or -1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct JobEnd {
+    pub state: JobState,
+    pub exit_code: i32,
+}
+
+/// Where a job is in its life; stored (and shown) as its lower-case name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JobState {
+    Running,
+    /// Its program exited by itself; the exit code is its status.
+    Exited,
+    /// It was killed by a signal (by the daemon: cancel, timeout, output cap).
+    Killed,
+    /// It never ran, or its end is unknown (the daemon stopped while it ran).
+    Failed,
+}
+
+impl JobState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobState::Running => "running",
+            JobState::Exited => "exited",
+            JobState::Killed => "killed",
+            JobState::Failed => "failed",
+        }
+    }
+}
+
+impl fmt::Display for JobState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What a web session ticket is; stored as its lower-case name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SessionKind {
+    /// A login ticket: the login the gateway authenticated.
+    Login,
+    /// A proxy ticket, bound to a login ticket.
+    Proxy,
+}
+
+impl SessionKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SessionKind::Login => "login",
+            SessionKind::Proxy => "proxy",
+        }
     }
 }
 
@@ -169,8 +233,7 @@ impl JobRecord {
 pub struct SessionRecord {
     /// A short, non-reversible id (a prefix of the key hash) for audit and admins.
     pub id: String,
-    /// `login` or `proxy`.
-    pub kind: String,
+    pub kind: SessionKind,
     pub login: String,
     /// The proxy of a proxy ticket; "" for a login ticket.
     pub proxy: String,
