@@ -46,7 +46,8 @@ fn rule_set() -> CompiledRules {
         }
     }
     let file = parse_rule_file("bench.toml", &text).expect("bench rules parse");
-    CompiledRules::compile(vec![file], Vec::new()).expect("bench rules compile")
+    CompiledRules::compile(vec![std::sync::Arc::new(file)], Vec::new())
+        .expect("bench rules compile")
 }
 
 fn decision(c: &mut Criterion) {

@@ -35,6 +35,7 @@ pub trait Admin {
         max: u32,
     ) -> zbus::Result<Vec<(u64, HashMap<String, String>)>>;
     fn list_sessions(&self) -> zbus::Result<Vec<SessionRow>>;
+    fn audit_head(&self) -> zbus::Result<(String, u64, String, u64, String)>;
     fn close_session_by_id(&self, id: &str) -> zbus::Result<()>;
     #[zbus(property)]
     fn version(&self) -> zbus::Result<String>;
@@ -60,6 +61,12 @@ pub trait Jobs {
     fn wait(&self, login: &str, job_id: &str) -> zbus::Result<(String, i32)>;
     fn cancel(&self, login: &str, job_id: &str) -> zbus::Result<()>;
     fn list_jobs(&self, login: &str) -> zbus::Result<Vec<JobRow>>;
+    fn list_jobs_page(
+        &self,
+        login: &str,
+        limit: u32,
+        cursor: &str,
+    ) -> zbus::Result<(Vec<JobRow>, String)>;
     fn open_result(&self, login: &str, job_id: &str, stream: &str) -> zbus::Result<zbus::OwnedFd>;
     #[zbus(signal)]
     fn job_finished(

@@ -36,8 +36,21 @@ pub struct Config {
     /// never slowed. Every denial is recorded either way.
     pub denial_rate: u32,
     pub denial_burst: u32,
+    /// Bytes per second of state (audit records, job records) an ordinary user may
+    /// cause to be written, after a burst of `write_burst_bytes`, before its calls are
+    /// slowed down like a user causing denials. 0 means no limit.
+    pub write_rate_bytes: u64,
+    pub write_burst_bytes: u64,
+    /// Accounts with a uid below this are system accounts, which jobs never run as
+    /// unless they are proxy users. Default: `UID_MIN` of /etc/login.defs, else 1000.
+    pub uid_min: Option<u32>,
+    /// Groups whose members never act for others (as proxy users, or as logins jobs run
+    /// as for someone else), besides gid 0 and `admin_group`.
+    pub privileged_groups: Vec<String>,
     pub exec: ExecConfig,
     pub sessions: SessionsConfig,
+    pub store: StoreConfig,
+    pub audit: AuditConfig,
 }
 
 impl Default for Config {
@@ -51,8 +64,14 @@ impl Default for Config {
             revalidate_secs: 60,
             denial_rate: 5,
             denial_burst: 20,
+            write_rate_bytes: 64 * 1024,
+            write_burst_bytes: 1024 * 1024,
+            uid_min: None,
+            privileged_groups: vec!["sudo".into(), "wheel".into(), "admin".into()],
             exec: ExecConfig::default(),
             sessions: SessionsConfig::default(),
+            store: StoreConfig::default(),
+            audit: AuditConfig::default(),
         }
     }
 }
@@ -72,6 +91,23 @@ pub struct ExecConfig {
     pub timeout_secs: u64,
     /// Finished jobs and their output are deleted after this many seconds.
     pub retention_secs: u64,
+    /// Bytes of output (stdout and stderr of all its finished jobs) kept per run-as
+    /// user; the oldest jobs' output goes first (their records stay). 0: no limit.
+    pub max_output_bytes_per_user: u64,
+    /// Finished job records kept per run-as user; the oldest go first. 0: no limit.
+    pub max_jobs_kept_per_user: u64,
+    /// Bounds on what one `Exec` may ask, checked before anything is written:
+    /// arguments, their total bytes, environment entries and bytes, and the working
+    /// directory's length.
+    pub max_args: u32,
+    pub max_argv_bytes: u64,
+    pub max_env_entries: u32,
+    pub max_env_bytes: u64,
+    pub max_cwd_bytes: u32,
+    /// Whether a trusted caller (gateway) may run a job as the login itself when the
+    /// login has no proxy (always only an ordinary account). `false`: gateways run jobs
+    /// only as proxy users.
+    pub gateway_runs_as_login: bool,
     pub backend: BackendChoice,
     /// Limits of each run-as user's slice (systemd backend; 0: none): percent of one
     /// CPU, bytes of memory, number of tasks.
@@ -89,6 +125,14 @@ impl Default for ExecConfig {
             max_output_bytes: 64 * 1024 * 1024,
             timeout_secs: 0,
             retention_secs: 7 * 24 * 3600,
+            max_output_bytes_per_user: 1024 * 1024 * 1024,
+            max_jobs_kept_per_user: 10_000,
+            max_args: 4096,
+            max_argv_bytes: 128 * 1024,
+            max_env_entries: 1024,
+            max_env_bytes: 128 * 1024,
+            max_cwd_bytes: 4096,
+            gateway_runs_as_login: true,
             backend: BackendChoice::Auto,
             slice_cpu_quota_percent: 0,
             slice_memory_max_bytes: 0,
@@ -118,6 +162,8 @@ pub struct SessionsConfig {
     pub idle_secs: u64,
     pub login_cookie: String,
     pub proxy_cookie: String,
+    /// Open sessions per login; opening one more ends the oldest.
+    pub max_per_login: u32,
 }
 
 impl Default for SessionsConfig {
@@ -127,85 +173,217 @@ impl Default for SessionsConfig {
             idle_secs: 3600,
             login_cookie: "linkis_user_session_ticket_id_v1".into(),
             proxy_cookie: "linkis_user_session_proxy_ticket_id_v1".into(),
+            max_per_login: 64,
+        }
+    }
+}
+
+/// `[store]`: the state store's sizes.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreConfig {
+    /// sled's page cache (its own default would be 1 GiB).
+    pub cache_bytes: u64,
+    /// A file kept beside the store and released when the disk fills up, so the store
+    /// can still be opened and recorded to. 0: none.
+    pub reserve_bytes: u64,
+    /// Below this much free space on the state file system new jobs are refused (their
+    /// output would fill it); audit, admin calls and reads go on.
+    pub min_free_bytes: u64,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            cache_bytes: 8 * 1024 * 1024,
+            reserve_bytes: 8 * 1024 * 1024,
+            min_free_bytes: 64 * 1024 * 1024,
+        }
+    }
+}
+
+/// `[audit]`: how much of the audit log the store keeps (journald keeps the long-term
+/// copy). Pruning leaves a checkpoint so that the rest still verifies.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuditConfig {
+    /// Bytes of audit records kept in the store; the oldest are deleted past it. 0: no
+    /// limit.
+    pub max_bytes: u64,
+    /// Records older than this are deleted. 0: kept until `max_bytes`.
+    pub retention_secs: u64,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        AuditConfig {
+            max_bytes: 256 * 1024 * 1024,
+            retention_secs: 0,
+        }
+    }
+}
+
+/// A configuration that cannot be used: where, and what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{at}: {message}")]
+pub struct ConfigError {
+    /// `file`, or `file:line:column`.
+    pub at: String,
+    pub message: String,
+}
+
+impl ConfigError {
+    fn new(at: impl Into<String>, message: impl Into<String>) -> Self {
+        ConfigError {
+            at: at.into(),
+            message: message.into(),
         }
     }
 }
 
 impl Config {
     /// Reads `path`; a missing file gives the defaults. Errors say `file:line:column`.
-    pub fn load(path: &Path) -> Result<Self, String> {
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let text = match std::fs::read_to_string(path) {
             Ok(text) => text,
             Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(Config::default()),
-            Err(err) => return Err(format!("{}: {err}", path.display())),
+            Err(err) => {
+                return Err(ConfigError::new(
+                    path.display().to_string(),
+                    err.to_string(),
+                ));
+            }
         };
         Self::parse(&path.display().to_string(), &text)
     }
 
-    pub fn parse(file: &str, text: &str) -> Result<Self, String> {
+    pub fn parse(file: &str, text: &str) -> Result<Self, ConfigError> {
         let config: Config = toml::from_str(text).map_err(|e| {
             let offset = e.span().map_or(0, |s| s.start).min(text.len());
             let before = &text[..text.floor_char_boundary(offset)];
             let line = before.matches('\n').count() + 1;
-            let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
-            format!("{file}:{line}:{column}: {}", e.message().trim_end())
+            let column = before.chars().count()
+                - before
+                    .rfind('\n')
+                    .map_or(0, |i| before[..=i].chars().count())
+                + 1;
+            ConfigError::new(format!("{file}:{line}:{column}"), e.message().trim_end())
         })?;
-        for user in &config.trusted_callers {
-            check_user_name(user).map_err(|e| format!("{file}: trusted_callers: {e}"))?;
+        config.check(file)?;
+        Ok(config)
+    }
+
+    fn check(&self, file: &str) -> Result<(), ConfigError> {
+        let err = |message: String| Err(ConfigError::new(file, message));
+        for user in &self.trusted_callers {
+            if let Err(e) = check_user_name(user) {
+                return err(format!("trusted_callers: {e}"));
+            }
         }
-        if let Some(group) = &config.admin_group {
-            check_group_name(group).map_err(|e| format!("{file}: admin_group: {e}"))?;
+        if let Some(group) = &self.admin_group
+            && let Err(e) = check_group_name(group)
+        {
+            return err(format!("admin_group: {e}"));
+        }
+        for group in &self.privileged_groups {
+            if let Err(e) = check_group_name(group) {
+                return err(format!("privileged_groups: {e}"));
+            }
         }
         let durations = [
-            ("nss_cache_secs", config.nss_cache_secs),
-            ("revalidate_secs", config.revalidate_secs),
-            ("exec.timeout_secs", config.exec.timeout_secs),
-            ("exec.retention_secs", config.exec.retention_secs),
-            ("sessions.ttl_secs", config.sessions.ttl_secs),
-            ("sessions.idle_secs", config.sessions.idle_secs),
+            ("nss_cache_secs", self.nss_cache_secs),
+            ("revalidate_secs", self.revalidate_secs),
+            ("exec.timeout_secs", self.exec.timeout_secs),
+            ("exec.retention_secs", self.exec.retention_secs),
+            ("sessions.ttl_secs", self.sessions.ttl_secs),
+            ("sessions.idle_secs", self.sessions.idle_secs),
+            ("audit.retention_secs", self.audit.retention_secs),
         ];
         for (key, secs) in durations {
             if secs > MAX_SECS {
-                return Err(format!(
-                    "{file}: {key} = {secs} is more than {MAX_SECS} (ten years)"
+                return err(format!(
+                    "{key} = {secs} is more than {MAX_SECS} (ten years)"
                 ));
             }
         }
         for (key, value) in [
-            ("denial_rate", config.denial_rate),
-            ("denial_burst", config.denial_burst),
+            ("denial_rate", self.denial_rate),
+            ("denial_burst", self.denial_burst),
         ] {
             if value > MAX_DENIALS {
-                return Err(format!(
-                    "{file}: {key} = {value} is more than {MAX_DENIALS}"
-                ));
+                return err(format!("{key} = {value} is more than {MAX_DENIALS}"));
             }
         }
-        if config.denial_burst == 0 {
-            return Err(format!("{file}: denial_burst = 0: it must be at least 1"));
+        if self.denial_burst == 0 {
+            return err("denial_burst = 0: it must be at least 1".into());
         }
-        for key in &config.exec.env_keep {
+        if self.write_rate_bytes > 0 && self.write_burst_bytes == 0 {
+            return err(
+                "write_burst_bytes = 0: it must be at least 1 when write_rate_bytes is set".into(),
+            );
+        }
+        let exec = &self.exec;
+        // Linux takes no single argument or variable of 128 KiB or more, and at most
+        // about 2 MiB of argv and environment together (ARG_MAX with the default stack).
+        if exec.max_argv_bytes > 1024 * 1024 || exec.max_env_bytes > 1024 * 1024 {
+            return err("exec.max_argv_bytes and exec.max_env_bytes are at most 1048576 (Linux would refuse more at exec)".into());
+        }
+        if exec.max_args == 0 || exec.max_argv_bytes == 0 {
+            return err("exec.max_args and exec.max_argv_bytes must be at least 1".into());
+        }
+        if !(2..=65536).contains(&exec.max_cwd_bytes) {
+            return err(format!(
+                "exec.max_cwd_bytes = {} is not between 2 and 65536",
+                exec.max_cwd_bytes
+            ));
+        }
+        for key in &exec.env_keep {
             let valid = !key.is_empty()
                 && !key.starts_with(|c: char| c.is_ascii_digit())
                 && key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
             if !valid {
-                return Err(format!(
-                    "{file}: exec.env_keep: {key:?} is not an environment variable name"
+                return err(format!(
+                    "exec.env_keep: {key:?} is not an environment variable name"
                 ));
             }
         }
         for (key, name) in [
-            ("login_cookie", &config.sessions.login_cookie),
-            ("proxy_cookie", &config.sessions.proxy_cookie),
+            ("login_cookie", &self.sessions.login_cookie),
+            ("proxy_cookie", &self.sessions.proxy_cookie),
         ] {
             if !crate::cookies::is_cookie_name(name) {
-                return Err(format!(
-                    "{file}: sessions.{key}: {name:?} is not a cookie name"
-                ));
+                return err(format!("sessions.{key}: {name:?} is not a cookie name"));
             }
         }
-        Ok(config)
+        if self.sessions.max_per_login == 0 {
+            return err("sessions.max_per_login must be at least 1".into());
+        }
+        if self.store.cache_bytes < 1024 * 1024 {
+            return err(format!(
+                "store.cache_bytes = {} is less than 1048576",
+                self.store.cache_bytes
+            ));
+        }
+        Ok(())
     }
+
+    /// `UID_MIN`: the configured one, else login.defs', else 1000.
+    pub fn uid_min(&self) -> u32 {
+        self.uid_min.unwrap_or_else(|| {
+            std::fs::read_to_string("/etc/login.defs")
+                .ok()
+                .and_then(|defs| login_defs_uid_min(&defs))
+                .unwrap_or(1000)
+        })
+    }
+}
+
+/// The `UID_MIN` of a login.defs text.
+fn login_defs_uid_min(defs: &str) -> Option<u32> {
+    defs.lines().find_map(|line| {
+        let mut words = line.split_whitespace();
+        (words.next() == Some("UID_MIN")).then(|| words.next()?.parse().ok())?
+    })
 }
 
 #[cfg(test)]
@@ -230,31 +408,51 @@ mod tests {
         assert_eq!(config.state_dir, PathBuf::from("/tmp/s"));
         assert_eq!(config.trusted_callers, vec!["gw".to_string()]);
         assert_eq!(config.exec.env_keep, vec!["LANG".to_string()]);
-        let err = Config::parse("c.toml", "state_dir = \"/x\"\nadmin_gruop = \"x\"\n").unwrap_err();
+        let err = Config::parse("c.toml", "state_dir = \"/x\"\nadmin_gruop = \"x\"\n")
+            .unwrap_err()
+            .to_string();
         assert!(
             err.starts_with("c.toml:2:1: unknown field `admin_gruop`"),
             "{err}"
         );
-        let err = Config::parse("c.toml", "trusted_callers = [\"a b\"]\n").unwrap_err();
+        let err = Config::parse("c.toml", "trusted_callers = [\"a b\"]\n")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("invalid user name \"a b\""), "{err}");
-        let err =
-            Config::parse("c.toml", "[exec]\ntimeout_secs = 18446744073709551615\n").unwrap_err();
+        let err = Config::parse("c.toml", "[exec]\ntimeout_secs = 18446744073709551615\n")
+            .unwrap_err()
+            .to_string();
         assert!(
             err.contains("exec.timeout_secs = 18446744073709551615 is more than"),
             "{err}"
         );
-        let err = Config::parse("c.toml", "[exec]\nenv_keep = [\"A=B\"]\n").unwrap_err();
+        let err = Config::parse("c.toml", "[exec]\nenv_keep = [\"A=B\"]\n")
+            .unwrap_err()
+            .to_string();
         assert!(
             err.contains("\"A=B\" is not an environment variable name"),
             "{err}"
         );
-        let err = Config::parse("c.toml", "denial_burst = 0\n").unwrap_err();
+        let err = Config::parse("c.toml", "denial_burst = 0\n")
+            .unwrap_err()
+            .to_string();
         assert!(
             err.contains("denial_burst = 0: it must be at least 1"),
             "{err}"
         );
-        let err = Config::parse("c.toml", "denial_rate = 2000000\n").unwrap_err();
+        let err = Config::parse("c.toml", "denial_rate = 2000000\n")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("denial_rate = 2000000 is more than"), "{err}");
+    }
+
+    #[test]
+    fn uid_min_comes_from_login_defs() {
+        let defs = "# comment\nUID_MAX 60000\nUID_MIN\t\t 1000\n#SYS_UID_MIN 100\n";
+        assert_eq!(login_defs_uid_min(defs), Some(1000));
+        assert_eq!(login_defs_uid_min("SYS_UID_MIN 100\n"), None);
+        let config = Config::parse("c.toml", "uid_min = 500\n").unwrap();
+        assert_eq!(config.uid_min(), 500);
     }
 
     #[test]

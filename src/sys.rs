@@ -10,6 +10,16 @@ static PASSWD_WALK: Mutex<()> = Mutex::new(());
 /// The names of all accounts whose primary group is `gid`. Directory services may not
 /// enumerate (SSSD's default); then only local accounts are found.
 pub fn users_with_primary_gid(gid: u32) -> Vec<String> {
+    walk_passwd(|entry| entry.pw_gid == gid)
+}
+
+/// The names of all accounts with uid `uid` (more than one: a shared uid).
+pub fn users_with_uid(uid: u32) -> Vec<String> {
+    walk_passwd(|entry| entry.pw_uid == uid)
+}
+
+/// The names of the accounts `wanted` picks, walking the whole user database.
+fn walk_passwd(wanted: impl Fn(&libc::passwd) -> bool) -> Vec<String> {
     let _walk = PASSWD_WALK.lock().unwrap_or_else(|e| e.into_inner());
     let mut names = Vec::new();
     // SAFETY: setpwent/getpwent/endpwent touch process-global state, which the lock above
@@ -22,7 +32,7 @@ pub fn users_with_primary_gid(gid: u32) -> Vec<String> {
             if entry.is_null() {
                 break;
             }
-            if (*entry).pw_gid == gid && !(*entry).pw_name.is_null() {
+            if wanted(&*entry) && !(*entry).pw_name.is_null() {
                 names.push(
                     CStr::from_ptr((*entry).pw_name)
                         .to_string_lossy()
@@ -33,6 +43,16 @@ pub fn users_with_primary_gid(gid: u32) -> Vec<String> {
         libc::endpwent();
     }
     names
+}
+
+/// Gives memory that malloc holds but no longer uses back to the system (after a big
+/// rule set was replaced, for example).
+pub fn trim_heap() {
+    // SAFETY: malloc_trim only walks and shrinks glibc's own arenas; it takes their locks
+    // and is safe to call from any thread at any time.
+    unsafe {
+        libc::malloc_trim(0);
+    }
 }
 
 /// With RLIMIT_FSIZE reached, writes should fail with EFBIG (and be refused as

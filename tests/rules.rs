@@ -215,7 +215,9 @@ fn live_rules_survive_restart_and_reload_and_removal_revokes() {
     env.restart();
     assert!(!allowed(&env, CAROL, ETL), "removal is durable");
 
-    // A live deny revokes at once too; ids are never reused.
+    // A live deny revokes at once too; ids are never reused. (Signals go to the peers
+    // the new daemon knows: listen anew.)
+    let mut signals = env.signals();
     env.ctl_ok(ALICE, &["proxy", "set", ETL]);
     let deny = env.add_rule("[[deny]]\nlogins = [\"pxt-alice\"]\nproxies = [\"*\"]\n");
     assert_ne!(deny, id);

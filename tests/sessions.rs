@@ -139,7 +139,10 @@ fn untrusted_callers_forged_tickets_and_foreign_proxy_tickets_get_nothing() {
         err.contains("org.freedesktop.DBus.Error.AccessDenied"),
         "{err}"
     );
-    assert!(err.contains("OpenSession is for trusted callers"), "{err}");
+    assert!(
+        err.contains("is not a trusted caller (gateway), and OpenSession is for gateways"),
+        "{err}"
+    );
     let alice = open(&env, ALICE);
     let err = error_name(&env, ALICE, "ResolveTicket", &[&format!("string:{alice}")]);
     assert!(

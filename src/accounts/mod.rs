@@ -73,6 +73,8 @@ pub struct Directory {
     ttl: Duration,
     by_name: Cache<String>,
     by_uid: Cache<u32>,
+    /// Whether a uid has more than one account name, by uid.
+    shared: Mutex<HashMap<u32, (Instant, bool)>>,
 }
 
 /// Bound on cached entries; past it the cache starts over rather than grow without end.
@@ -84,6 +86,7 @@ impl Directory {
             ttl,
             by_name: Mutex::new(HashMap::new()),
             by_uid: Mutex::new(HashMap::new()),
+            shared: Mutex::new(HashMap::new()),
         }
     }
 
@@ -164,6 +167,23 @@ impl Directory {
         Ok(members)
     }
 
+    /// Whether more than one account has uid `uid` (a walk of the user database, so
+    /// asked only for uids with powers, and cached like the rest).
+    pub fn uid_shared(&self, uid: u32) -> Result<bool, LookupError> {
+        let mut cache = self.shared.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((at, shared)) = cache.get(&uid)
+            && at.elapsed() < self.ttl
+        {
+            return Ok(*shared);
+        }
+        let shared = sys::users_with_uid(uid).len() > 1;
+        if cache.len() >= CACHE_LIMIT {
+            cache.clear();
+        }
+        cache.insert(uid, (Instant::now(), shared));
+        Ok(shared)
+    }
+
     /// Forgets every cached lookup (on reload, so an admin can make NSS changes count now).
     pub fn forget(&self) {
         self.by_name
@@ -171,6 +191,10 @@ impl Directory {
             .unwrap_or_else(|e| e.into_inner())
             .clear();
         self.by_uid
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
+        self.shared
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clear();

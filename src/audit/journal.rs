@@ -37,10 +37,10 @@ impl Journal {
         })
     }
 
-    /// Sends an audit record. The store already holds it, so a journal failure is
-    /// reported once in the operational log and does not fail the operation.
-    pub fn send_record(&self, record: &Record) {
-        if let Err(err) = self.send(&journal_fields(record)) {
+    /// Sends an audit record of chain `chain`. The store already holds it, so a journal
+    /// failure is reported once in the operational log and does not fail the operation.
+    pub fn send_record(&self, record: &Record, chain: &str) {
+        if let Err(err) = self.send(&journal_fields(record, chain)) {
             if !self.warned.swap(true, Ordering::Relaxed) {
                 tracing::warn!("cannot copy audit records to the journal: {err}");
             }

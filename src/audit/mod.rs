@@ -1,8 +1,16 @@
 //! Audit records: what happened, for whom, by whom. Sequence-numbered and hash-chained
-//! in the store (the system of record, written before the action takes effect) and
-//! copied to journald under `SYSLOG_IDENTIFIER=proxyuserd-audit`.
+//! in the store (the system of record, durable before the action takes effect or anyone
+//! is told) and copied to journald under `SYSLOG_IDENTIFIER=proxyuserd-audit`.
+//!
+//! This file is the pure part: events, records, the hash chain and its verification.
+//! [`ledger`] writes the chain; [`journal`] speaks journald's protocol; [`anchor`]
+//! keeps the head outside the store so that a lost tail is noticed.
 
+pub mod anchor;
 pub mod journal;
+pub mod ledger;
+
+pub use ledger::{AuditUnavailable, Ledger, Txn};
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -10,7 +18,6 @@ use std::fmt;
 use sha2::{Digest, Sha256};
 
 use crate::access::Caller;
-use crate::store::{Store, StoreError, Tree, Write};
 use crate::time::Micros;
 
 /// The kinds of audit events. Names and MESSAGE_IDs are stable: tools filter on them.
@@ -29,10 +36,14 @@ pub enum Event {
     RuleAdded,
     RuleRemoved,
     Denied,
+    /// Records the chain should have are missing (found at start).
+    AuditGap,
+    /// Old records were deleted (retention); names the checkpoint.
+    AuditPruned,
 }
 
 impl Event {
-    pub const ALL: [Event; 13] = [
+    pub const ALL: [Event; 15] = [
         Event::ProxySet,
         Event::ProxyCleared,
         Event::ProxyRevoked,
@@ -46,6 +57,8 @@ impl Event {
         Event::RuleAdded,
         Event::RuleRemoved,
         Event::Denied,
+        Event::AuditGap,
+        Event::AuditPruned,
     ];
 
     pub fn name(self) -> &'static str {
@@ -63,6 +76,8 @@ impl Event {
             Event::RuleAdded => "rule-added",
             Event::RuleRemoved => "rule-removed",
             Event::Denied => "denied",
+            Event::AuditGap => "audit-gap",
+            Event::AuditPruned => "audit-pruned",
         }
     }
 
@@ -82,15 +97,23 @@ impl Event {
             Event::RuleAdded => "e0b9ad14babaca497b03c52339af3de3",
             Event::RuleRemoved => "6fc38a13a0338607ae34a3c9bb7d7da1",
             Event::Denied => "f02ba6b68cdac726bfaa059505dec338",
+            Event::AuditGap => "5a004bb644a8402c964951c0b4dc77fe",
+            Event::AuditPruned => "342b129625624a539d7bb3717eeaf972",
         }
     }
 
-    /// syslog priority: denials are warnings, the rest notices.
+    /// syslog priority: a lost record is an error, denials are warnings, the rest
+    /// notices.
     fn priority(self) -> &'static str {
         match self {
+            Event::AuditGap => "3",
             Event::Denied => "4",
             _ => "5",
         }
+    }
+
+    pub fn from_name(name: &str) -> Option<Event> {
+        Event::ALL.into_iter().find(|e| e.name() == name)
     }
 }
 
@@ -151,7 +174,8 @@ pub fn record_hash(record: &Record) -> String {
     crate::sys::hex(&hasher.finalize())
 }
 
-fn seal(draft: Draft, seq: u64, time: Micros, prev: &str) -> Record {
+/// Gives `draft` its place in the chain: seq, time, event, prev and its hash.
+pub fn seal(draft: Draft, seq: u64, time: Micros, prev: &str) -> Record {
     let mut record = draft.fields;
     record.insert(SEQ.into(), seq.to_string());
     record.insert(TIME.into(), time.to_string());
@@ -178,8 +202,19 @@ impl fmt::Display for Broken {
 /// Checks that `records` form an unbroken chain from the first record (seq 1, prev
 /// GENESIS). Returns the number of records checked.
 pub fn verify<'a>(records: impl IntoIterator<Item = &'a Record>) -> Result<u64, Broken> {
-    let mut expected_seq = 1u64;
-    let mut prev = GENESIS.to_string();
+    verify_from(0, GENESIS, records)
+}
+
+/// Checks that `records` form an unbroken chain that continues the record `after_seq`
+/// whose hash is `after_hash` (0 and GENESIS for the start of the log; the checkpoint
+/// left by pruning otherwise). Returns the number of records checked.
+pub fn verify_from<'a>(
+    after_seq: u64,
+    after_hash: &str,
+    records: impl IntoIterator<Item = &'a Record>,
+) -> Result<u64, Broken> {
+    let mut expected_seq = after_seq + 1;
+    let mut prev = after_hash.to_string();
     for record in records {
         let seq_text = record.get(SEQ).map(String::as_str).unwrap_or("");
         let broken = |why: String| Broken {
@@ -203,7 +238,7 @@ pub fn verify<'a>(records: impl IntoIterator<Item = &'a Record>) -> Result<u64, 
         prev = hash;
         expected_seq += 1;
     }
-    Ok(expected_seq - 1)
+    Ok(expected_seq - 1 - after_seq)
 }
 
 /// A record as one line for people (journald MESSAGE, `proxyuserctl audit`).
@@ -252,89 +287,23 @@ pub fn describe(record: &Record) -> String {
             get("generation")
         ),
         "denied" => format!("denied {}: {}", get("operation"), get("reason")),
+        "audit-gap" => format!("audit records missing: {}", get("missing")),
+        "audit-pruned" => format!(
+            "audit records {} to {} deleted ({}); the chain continues from record {} (hash {})",
+            get("from_seq"),
+            get("to_seq"),
+            get("reason"),
+            get("to_seq"),
+            get("checkpoint_hash")
+        ),
         other => other.to_string(),
     };
     format!("{what}{by}")
 }
 
-#[derive(Debug)]
-pub struct AuditUnavailable(pub StoreError);
-
-impl fmt::Display for AuditUnavailable {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "the audit log cannot be written, so nothing was done ({})",
-            self.0
-        )
-    }
-}
-
-impl std::error::Error for AuditUnavailable {}
-
-/// The head of the chain and where records go. Appends must be serialized by the owner
-/// (one `&mut` at a time), which also orders them with the state changes they describe.
-pub struct Ledger {
-    next_seq: u64,
-    last_hash: String,
-    journal: Option<journal::Journal>,
-}
-
-impl Ledger {
-    /// Continues the chain stored in `store`.
-    pub fn open(store: &Store, journal: Option<journal::Journal>) -> Result<Self, StoreError> {
-        let (next_seq, last_hash) = match store.last::<Record>(Tree::Audit)? {
-            Some((key, record)) => {
-                let seq = u64::from_be_bytes(key.as_slice().try_into().map_err(|_| {
-                    StoreError::Corrupt {
-                        tree: "audit",
-                        key: format!("{key:?}"),
-                        why: "key is not a sequence number".into(),
-                    }
-                })?);
-                (seq + 1, record.get(HASH).cloned().unwrap_or_default())
-            }
-            None => (1, GENESIS.to_string()),
-        };
-        Ok(Ledger {
-            next_seq,
-            last_hash,
-            journal,
-        })
-    }
-
-    /// Seals `draft`, commits it together with `writes` (atomically, flushed), then
-    /// copies it to the journal. Nothing is changed if the commit fails.
-    pub fn append(
-        &mut self,
-        store: &Store,
-        draft: Draft,
-        mut writes: Vec<Write>,
-        now: Micros,
-    ) -> Result<Record, AuditUnavailable> {
-        let record = seal(draft, self.next_seq, now, &self.last_hash);
-        writes.push(Write::audit(self.next_seq, &record));
-        store.commit(&writes).map_err(AuditUnavailable)?;
-        self.next_seq += 1;
-        self.last_hash = record[HASH].clone();
-        if let Some(journal) = &self.journal {
-            journal.send_record(&record);
-        }
-        Ok(record)
-    }
-
-    /// Records from `since` (inclusive), at most `max`.
-    pub fn read(store: &Store, since: u64, max: usize) -> Result<Vec<Record>, StoreError> {
-        store
-            .scan::<Record>(Tree::Audit, &since.to_be_bytes())?
-            .take(max)
-            .map(|r| r.map(|(_, record)| record))
-            .collect()
-    }
-}
-
-/// The fields journald gets for a record.
-pub fn journal_fields(record: &Record) -> Vec<(String, String)> {
+/// The fields journald gets for a record of chain `chain` (the store's chain id, so
+/// that copies of several daemons or hosts in one journal stay apart).
+pub fn journal_fields(record: &Record, chain: &str) -> Vec<(String, String)> {
     let event = Event::ALL
         .iter()
         .find(|e| record.get(EVENT).map(String::as_str) == Some(e.name()));
@@ -348,6 +317,9 @@ pub fn journal_fields(record: &Record) -> Vec<(String, String)> {
     if let Some(event) = event {
         fields.push(("MESSAGE_ID".into(), event.message_id().into()));
         fields.push(("PRIORITY".into(), event.priority().into()));
+    }
+    if !chain.is_empty() {
+        fields.push(("PROXYUSERD_CHAIN".into(), chain.into()));
     }
     for (key, value) in record {
         fields.push((
@@ -412,13 +384,14 @@ mod tests {
     #[test]
     fn journal_fields_carry_identities_and_message_id() {
         let record = &chain(1)[0];
-        let fields = journal_fields(record);
+        let fields = journal_fields(record, "c0ffee");
         let get = |k: &str| fields.iter().find(|(f, _)| f == k).map(|(_, v)| v.as_str());
         assert_eq!(get("SYSLOG_IDENTIFIER"), Some("proxyuserd-audit"));
         assert_eq!(get("MESSAGE_ID"), Some(Event::ProxySet.message_id()));
         assert_eq!(get("PROXYUSERD_LOGIN"), Some("alice"));
         assert_eq!(get("PROXYUSERD_PROXY"), Some("etl"));
         assert_eq!(get("PROXYUSERD_SEQ"), Some("1"));
+        assert_eq!(get("PROXYUSERD_CHAIN"), Some("c0ffee"));
         assert_eq!(get("MESSAGE"), Some("alice now proxies to etl"));
     }
 

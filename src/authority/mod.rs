@@ -1,11 +1,15 @@
 //! The host-local authority: every operation the bus offers, as plain Rust. Each one
-//! reads as a pipeline: check the arguments → authorize the caller → decide → record the
-//! audit record together with the state change → announce it.
+//! reads as a pipeline: check the arguments → gather the facts (NSS, the store) →
+//! ask the pure rules ([`crate::access`], [`crate::policy`]) → record the audit record
+//! together with the state change in a write transaction → announce it.
 //!
-//! Mutations (and every audit append) happen under one lock, which keeps the hash chain
-//! in order and makes "check the rules, then change the association" atomic with respect
-//! to a concurrent reload. Readers (`Resolve`, `CheckProxy`) take no lock: the compiled
-//! rules are swapped atomically and the store is read directly.
+//! Writes go through one write transaction at a time ([`Authority::begin`]), which
+//! keeps the hash chain in order and makes "check the rules, then change the
+//! association" atomic with respect to a concurrent reload; its flush is shared with
+//! the transactions after it (group commit). Facts that need NSS are gathered before the
+//! transaction, never inside it. Denials are recorded without a transaction of their
+//! own. Readers (`Resolve`, `CheckProxy`) take no lock: the compiled rules are swapped
+//! atomically and the store is read directly.
 
 mod jobs;
 mod proxy;
@@ -13,27 +17,29 @@ mod rules;
 mod sessions;
 mod throttle;
 
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use tokio::sync::{Notify, mpsc};
 
-use crate::access::Caller;
+use crate::access::{self, AccountFacts, Caller};
 use crate::accounts::{Account, Directory, LookupError};
-use crate::audit::{AuditUnavailable, Draft, Event, Ledger, journal::Journal};
+use crate::audit::journal::Journal;
+use crate::audit::{AuditUnavailable, Draft, Event, Ledger, Txn};
 use crate::config::Config;
 use crate::names::check_user_name;
 use crate::policy::{CompiledRules, Micros, Subject};
-use crate::store::{Store, StoreError, Write};
-use crate::time::now_micros;
+use crate::store::{Store, StoreConfig, StoreError};
 
-pub use jobs::{STREAMS, WaitFor};
+pub use jobs::{JobPage, STREAMS, WaitFor, bytes};
 pub use proxy::Acting;
 
 /// What went wrong, one variant per D-Bus error of the contract. Messages name the
-/// offending value and never another user's data.
+/// offending value and never another user's data. Conversions do not log: whoever
+/// handles an error decides whether it is worth a log line.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("{0}")]
@@ -55,16 +61,15 @@ pub enum Error {
     /// A configured limit (e.g. running jobs per user) is reached.
     #[error("{0}")]
     LimitsExceeded(String),
-    /// An internal failure (store, NSS); the message says which.
+    /// An internal failure (store, NSS, the service manager); the message says which.
     #[error("{0}")]
     Failed(String),
 }
 
 impl From<StoreError> for Error {
     fn from(err: StoreError) -> Self {
-        tracing::error!("{err}");
         match err {
-            StoreError::Failed => Error::AuditUnavailable(err.to_string()),
+            StoreError::Unavailable(_) => Error::AuditUnavailable(err.to_string()),
             _ => Error::Failed(err.to_string()),
         }
     }
@@ -72,19 +77,17 @@ impl From<StoreError> for Error {
 
 impl From<LookupError> for Error {
     fn from(err: LookupError) -> Self {
-        tracing::error!("{err}");
         Error::Failed(err.to_string())
     }
 }
 
 impl From<AuditUnavailable> for Error {
     fn from(err: AuditUnavailable) -> Self {
-        tracing::error!("{err}");
         Error::AuditUnavailable(err.to_string())
     }
 }
 
-/// Something that bus clients are told about (signals).
+/// Something that bus clients are told about (signals), once it is durable.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Notice {
     ProxyChanged {
@@ -95,6 +98,8 @@ pub enum Notice {
     RulesChanged(u64),
     JobFinished {
         id: String,
+        /// The login that submitted it.
+        login: String,
         run_as: String,
         end: crate::store::JobEnd,
     },
@@ -102,18 +107,28 @@ pub enum Notice {
 
 pub struct Authority {
     config: Config,
-    store: Store,
+    store: Arc<Store>,
+    ledger: Arc<Ledger>,
     directory: Directory,
     rules: ArcSwap<CompiledRules>,
     generation: AtomicU64,
-    ledger: Mutex<Ledger>,
     notices: mpsc::UnboundedSender<Notice>,
     /// Woken when the rules change, so the expiry timer recomputes its deadline.
     rules_changed: Notify,
     running: Mutex<jobs::RunningJobs>,
     backend: crate::exec::Backend,
-    /// Slows down users who cause denials too fast.
+    /// Slows down users who cause denials, failed starts or writes too fast.
     throttle: throttle::Throttle,
+    uid_min: u32,
+    /// Parsed rule files by content, so a reload re-parses only what changed.
+    parsed: rules::ParsedFiles,
+    /// Held while a rule change is recorded and installed: one at a time.
+    rule_changes: Mutex<()>,
+    /// Output and records kept per run-as user.
+    output_totals: jobs::OutputTotals,
+    /// The runtime jobs are supervised on, and the service manager is called from
+    /// blocking code with (taken at open, not from whatever thread is current).
+    runtime: tokio::runtime::Handle,
 }
 
 impl Authority {
@@ -123,23 +138,41 @@ impl Authority {
         config: Config,
         journal: Option<Journal>,
         backend: crate::exec::Backend,
+        runtime: tokio::runtime::Handle,
     ) -> Result<(Arc<Self>, mpsc::UnboundedReceiver<Notice>), String> {
-        let db_dir = config.state_dir.join("db");
-        let store = Store::open(&db_dir).map_err(|e| e.to_string())?;
-        let ledger = Ledger::open(&store, journal).map_err(|e| e.to_string())?;
+        let store = Arc::new(
+            Store::open(
+                &config.state_dir.join("db"),
+                StoreConfig {
+                    cache_bytes: config.store.cache_bytes,
+                    reserve_bytes: config.store.reserve_bytes,
+                },
+            )
+            .map_err(|e| e.to_string())?,
+        );
+        let ledger = Ledger::open(
+            store.clone(),
+            journal,
+            &config.state_dir.join("audit.anchor"),
+        )?;
         let (notices, receiver) = mpsc::unbounded_channel();
         let authority = Arc::new(Authority {
             directory: Directory::new(Duration::from_secs(config.nss_cache_secs)),
-            throttle: throttle::Throttle::new(config.denial_rate, config.denial_burst),
+            throttle: throttle::Throttle::new(&config),
+            uid_min: config.uid_min(),
             config,
             store,
+            ledger,
             rules: ArcSwap::from_pointee(CompiledRules::default()),
             generation: AtomicU64::new(0),
-            ledger: Mutex::new(ledger),
             notices,
             rules_changed: Notify::new(),
             running: Mutex::new(Default::default()),
             backend,
+            parsed: Default::default(),
+            rule_changes: Mutex::new(()),
+            output_totals: Default::default(),
+            runtime,
         });
         authority.load_rules_at_start()?;
         authority.fail_stale_jobs().map_err(|e| e.to_string())?;
@@ -151,9 +184,31 @@ impl Authority {
         &self.config
     }
 
-    /// Whose denial budget `caller` spends: its uid; one shared budget for callers
-    /// without an account (so that a range of unmapped uids buys nothing); `None` for
-    /// root, admins and trusted callers, who are never slowed down.
+    /// The access rules' view of the configuration.
+    fn policy(&self) -> access::Policy<'_> {
+        access::Policy {
+            admin_group: self.config.admin_group.as_deref(),
+            trusted_callers: &self.config.trusted_callers,
+            uid_min: self.uid_min,
+            privileged_groups: &self.config.privileged_groups,
+            gateway_runs_as_login: self.config.exec.gateway_runs_as_login,
+        }
+    }
+
+    /// What the access rules need of `account`, with what the current rules say of it.
+    fn facts<'a>(&self, account: &'a Account) -> AccountFacts<'a> {
+        AccountFacts {
+            name: &account.name,
+            uid: account.uid,
+            groups: &account.groups,
+            gids: &account.gids,
+            proxy_type: self.rules.load().is_proxy_type(&account.subject()),
+        }
+    }
+
+    /// Whose budget `caller` spends: its uid; one shared budget for callers without an
+    /// account (so that a range of unmapped uids buys nothing); `None` for root, admins
+    /// and trusted callers, who are never slowed down.
     pub fn throttle_key(&self, caller: &Caller) -> Option<u32> {
         // `admin` includes root.
         if caller.admin || caller.trusted {
@@ -166,7 +221,7 @@ impl Authority {
     }
 
     /// How long a call under throttle key `key` waits before it is served: zero unless
-    /// its callers have caused denials faster than `denial_rate`.
+    /// its callers have caused denials (or writes) faster than allowed.
     pub fn call_delay(&self, key: u32) -> Duration {
         self.throttle.delay(key, Instant::now())
     }
@@ -179,24 +234,42 @@ impl Authority {
     /// Resolves a bus peer's credentials into a caller.
     pub fn caller(&self, uid: u32, pid: u32) -> Result<Caller, Error> {
         let account = self.directory.user_by_uid(uid)?;
-        Ok(Caller::new(
-            uid,
-            pid,
-            account.as_deref(),
-            self.config.admin_group.as_deref(),
-            &self.config.trusted_callers,
-        ))
+        let facts = account.as_deref().map(|a| self.facts(a));
+        let policy = self.policy();
+        let caller = access::classify(uid, pid, facts.as_ref(), false, &policy);
+        // Only a uid with powers is worth the walk that finds whether it is shared.
+        if uid != 0 && (caller.admin || caller.trusted) && self.directory.uid_shared(uid)? {
+            tracing::warn!(
+                "uid {uid} has more than one account name: none of them is trusted or an admin"
+            );
+            return Ok(access::classify(uid, pid, facts.as_ref(), true, &policy));
+        }
+        Ok(caller)
     }
 
-    /// True once the store refuses all use (a failed write could not be undone); the
-    /// daemon then exits so that it is restarted with the state that is on disk.
-    pub fn store_failed(&self) -> bool {
-        self.store.failed()
+    /// Why the store takes no writes, if it does not.
+    pub fn store_unavailable(&self) -> Option<String> {
+        self.store.unavailable()
     }
 
-    /// Flushes the store (at shutdown).
-    pub fn flush(&self) -> Result<(), String> {
-        self.store.flush().map_err(|e| e.to_string())
+    /// Reopens a failed store once there is room again; true if it takes writes.
+    pub fn recover_store(&self) -> bool {
+        let recovered = self.ledger.recover();
+        if recovered {
+            self.store.keep_reserve();
+        }
+        recovered
+    }
+
+    /// Flushes the store and stops its committer (at shutdown).
+    pub fn close(&self) -> Result<(), String> {
+        self.store.close().map_err(|e| e.to_string())
+    }
+
+    /// Completes once everything applied (and every denial recorded) so far is
+    /// durable: a call answers only after what it saw or caused is on disk.
+    pub async fn settle(&self) {
+        self.ledger.settled().await
     }
 
     /// Completes when the rule set changes after this call.
@@ -204,8 +277,9 @@ impl Authority {
         self.rules_changed.notified()
     }
 
-    fn lock(&self) -> MutexGuard<'_, Ledger> {
-        self.ledger.lock().unwrap_or_else(|e| e.into_inner())
+    /// Starts a write transaction.
+    fn begin(&self) -> Result<Txn<'_>, Error> {
+        Ok(self.ledger.begin()?)
     }
 
     fn notify(&self, notice: Notice) {
@@ -213,91 +287,87 @@ impl Authority {
         let _ = self.notices.send(notice);
     }
 
-    /// Appends an audit record with the state changes it describes.
-    fn record(&self, ledger: &mut Ledger, draft: Draft, writes: Vec<Write>) -> Result<(), Error> {
-        ledger.append(&self.store, draft, writes, now_micros())?;
+    /// Commits `txn`, charging what it wrote to `caller`'s write budget.
+    fn commit(&self, caller: Option<&Caller>, txn: Txn<'_>) -> Result<(), Error> {
+        let bytes = txn.bytes();
+        txn.commit()?;
+        if let Some(key) = caller.and_then(|c| self.throttle_key(c)) {
+            self.throttle.wrote(key, bytes, Instant::now());
+        }
         Ok(())
     }
 
-    /// Records a denial. The caller gets `err` either way: if even the denial cannot be
-    /// recorded, that is logged (the operation is refused regardless).
+    /// Records a denial (without a transaction: it never waits for the chain's head, so
+    /// it cannot deadlock with one) and counts it against the caller's budget. The
+    /// caller gets `err` either way.
     fn deny(&self, caller: &Caller, operation: &str, draft: Draft, err: Error) -> Error {
-        if let Some(key) = self.throttle_key(caller)
-            && self.throttle.denied(key, Instant::now())
-        {
-            tracing::warn!(
-                "{caller} causes denials faster than denial_rate ({}/s): its calls wait from now on",
-                self.config.denial_rate
-            );
-        }
+        self.count_refusal(caller);
         let draft = draft
             .with("operation", operation)
             .with("reason", err.to_string())
             .caller(caller);
-        if let Err(audit) = self.record(&mut self.lock(), draft, Vec::new()) {
-            tracing::error!("denial of {operation} to {caller} not recorded: {audit}");
+        self.ledger.record_later(draft);
+        err
+    }
+
+    /// Counts a refused request (a denial, a request over a limit, a failed start)
+    /// against the caller's budget.
+    fn count_refusal(&self, caller: &Caller) {
+        if let Some(key) = self.throttle_key(caller)
+            && self.throttle.denied(key, Instant::now())
+        {
+            tracing::warn!(
+                "{caller} causes refusals faster than denial_rate ({}/s): its calls wait from now on",
+                self.config.denial_rate
+            );
         }
+    }
+
+    /// A request refused for its arguments or a limit: counted, not recorded.
+    fn refuse(&self, caller: &Caller, err: Error) -> Error {
+        self.count_refusal(caller);
         err
     }
 
     /// Checks that `login` is a valid name and that `caller` may act for it.
     fn authorize(&self, caller: &Caller, operation: &str, login: &str) -> Result<(), Error> {
-        check_user_name(login).map_err(|e| Error::InvalidArgs(format!("login: {e}")))?;
-        if caller.may_act_for(login) {
-            return Ok(());
-        }
-        let err = Error::AccessDenied(format!("{caller} may not act for login {login}"));
-        Err(self.deny(
-            caller,
-            operation,
-            Draft::new(Event::Denied).with("login", login),
-            err,
-        ))
+        check_user_name(login)
+            .map_err(|e| self.refuse(caller, Error::InvalidArgs(format!("login: {e}"))))?;
+        access::act_for(caller, login).map_err(|refusal| {
+            self.deny(
+                caller,
+                operation,
+                Draft::new(Event::Denied).with("login", login),
+                Error::AccessDenied(refusal.to_string()),
+            )
+        })
     }
 
     /// Admin operations: uid 0 or the admin group.
     fn require_admin(&self, caller: &Caller, operation: &str) -> Result<(), Error> {
-        if caller.admin {
-            return Ok(());
-        }
-        let group = match &self.config.admin_group {
-            Some(group) => format!("root or a member of {group}"),
-            None => "root".to_string(),
-        };
-        let err = Error::AccessDenied(format!(
-            "{operation} is for admins ({group}); {caller} is not one"
-        ));
-        Err(self.deny(caller, operation, Draft::new(Event::Denied), err))
+        access::admin(caller, operation, &self.policy()).map_err(|refusal| {
+            self.deny(
+                caller,
+                operation,
+                Draft::new(Event::Denied),
+                Error::AccessDenied(refusal.to_string()),
+            )
+        })
     }
 
     /// The account of a proxy target, which must exist.
-    fn proxy_account(&self, proxy: &str) -> Result<Arc<Account>, Error> {
-        check_user_name(proxy).map_err(|e| Error::InvalidArgs(format!("proxy: {e}")))?;
-        self.directory
-            .user(proxy)?
-            .ok_or_else(|| Error::NoSuchUser(format!("no system user {proxy}")))
-    }
-
-    /// Why an account must not be used by others (as a proxy user, or to run jobs for
-    /// another caller): its holder is an admin or a trusted caller, so running as it
-    /// would hand out those powers.
-    fn privileged(&self, account: &Account) -> Option<String> {
-        // root has its own, stricter answers (never a proxy, never runs jobs).
-        if let Some(group) = &self.config.admin_group
-            && account.groups.iter().any(|g| g == group)
-        {
-            return Some(format!("an admin (member of {group})"));
-        }
-        if self.config.trusted_callers.contains(&account.name) {
-            return Some("a trusted caller".into());
-        }
-        None
+    fn proxy_account(&self, caller: &Caller, proxy: &str) -> Result<Arc<Account>, Error> {
+        check_user_name(proxy)
+            .map_err(|e| self.refuse(caller, Error::InvalidArgs(format!("proxy: {e}"))))?;
+        self.directory.user(proxy)?.ok_or_else(|| {
+            // Unknown names cost an NSS (maybe LDAP) query each: they count.
+            self.refuse(caller, Error::NoSuchUser(format!("no system user {proxy}")))
+        })
     }
 
     /// Whom `login` acts as according to the store (its proxy, else itself).
-    fn acts_as(&self, login: &str) -> Result<String, Error> {
-        Ok(self
-            .store
+    fn acts_as(&self, store: &Store, login: &str) -> Result<String, Error> {
+        Ok(store
             .association(login)?
             .map_or_else(|| login.to_string(), |a| a.proxy))
     }
@@ -318,10 +388,71 @@ fn subject<'a>(name: &'a str, account: Option<&'a Account>) -> Subject<'a> {
 /// When the expiry timer next has to look: the earliest rule expiry or the periodic
 /// revalidation, whichever comes first.
 pub fn next_check(authority: &Authority, now: Micros) -> Micros {
-    let periodic = now + (authority.config.revalidate_secs.max(1) as i64) * 1_000_000;
+    let periodic = now + crate::time::secs(authority.config.revalidate_secs.max(1));
     authority
         .rules
         .load()
         .next_expiry(now)
         .map_or(periodic, |t| t.min(periodic))
+}
+
+/// Creates `dir` as a root-only directory, or repairs its mode; refuses a directory
+/// that another user owns (and so could write whatever its mode says).
+pub fn secure_state_dir(dir: &Path) -> Result<(), String> {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| format!("cannot create state directory {}: {e}", dir.display()))?;
+    let meta = std::fs::symlink_metadata(dir)
+        .map_err(|e| format!("state directory {}: {e}", dir.display()))?;
+    if !meta.is_dir() {
+        return Err(format!(
+            "state directory {} is not a directory (a symbolic link?)",
+            dir.display()
+        ));
+    }
+    let me = nix::unistd::geteuid().as_raw();
+    if meta.uid() != me {
+        return Err(format!(
+            "state directory {} belongs to uid {}, not to the daemon (uid {me}): refusing \
+             to keep state where another user can write",
+            dir.display(),
+            meta.uid()
+        ));
+    }
+    if meta.mode() & 0o7777 != 0o700 {
+        tracing::warn!(
+            "state directory {} had mode {:o}: made it 0700",
+            dir.display(),
+            meta.mode() & 0o7777
+        );
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+            .map_err(|e| format!("cannot make {} mode 0700: {e}", dir.display()))?;
+    }
+    // What older versions (or a looser umask) made readable stays private too.
+    for entry in walk(dir) {
+        if let Ok(meta) = std::fs::symlink_metadata(&entry)
+            && !meta.file_type().is_symlink()
+            && meta.mode() & 0o077 != 0
+        {
+            let private = if meta.is_dir() { 0o700 } else { 0o600 };
+            let _ = std::fs::set_permissions(&entry, std::fs::Permissions::from_mode(private));
+        }
+    }
+    Ok(())
+}
+
+/// The entries of `dir` and of its `db` subdirectory (where sled keeps its files).
+fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let list = |d: &Path| -> Vec<std::path::PathBuf> {
+        std::fs::read_dir(d)
+            .map(|entries| entries.flatten().map(|e| e.path()).collect())
+            .unwrap_or_default()
+    };
+    let mut all = list(dir);
+    all.extend(list(&dir.join("db")));
+    all.extend(list(&dir.join("db/blobs")));
+    all
 }

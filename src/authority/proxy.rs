@@ -1,10 +1,10 @@
 //! `org.proxyuserd1.Identity`: associations between logins and their proxies.
 
-use crate::audit::{Draft, Event, Ledger};
 use std::sync::Arc;
 
-use crate::access::Caller;
+use crate::access::{self, Caller};
 use crate::accounts::Account;
+use crate::audit::{Draft, Event, Txn};
 use crate::names::check_user_name;
 use crate::policy::{CompiledRules, Decision};
 use crate::store::{Association, Tree, Write};
@@ -35,6 +35,13 @@ impl Acting {
     }
 }
 
+/// An association to end, with why.
+pub(super) struct Revocation {
+    pub login: String,
+    pub proxy: String,
+    pub reason: String,
+}
+
 impl Authority {
     pub fn resolve(&self, caller: &Caller, login: &str) -> Result<Acting, Error> {
         self.authorize(caller, "Resolve", login)?;
@@ -45,7 +52,7 @@ impl Authority {
     /// (an NSS lookup the cache does not hold, a denial or a revocation to record), and
     /// the caller should use [`resolve`](Self::resolve) on a blocking thread instead.
     pub fn resolve_cached(&self, caller: &Caller, login: &str) -> Option<Acting> {
-        if check_user_name(login).is_err() || !caller.may_act_for(login) {
+        if check_user_name(login).is_err() || access::act_for(caller, login).is_err() {
             return None;
         }
         let login_account = self.directory.cached_user(login)?;
@@ -82,8 +89,12 @@ impl Authority {
                         account: Some(account),
                     });
                 }
-                Err(reason) => self.revoke(&mut self.lock(), login, &association.proxy, &reason)?,
-            }
+                Err(reason) => self.revoke_all(vec![Revocation {
+                    login: login.to_string(),
+                    proxy: association.proxy,
+                    reason,
+                }])?,
+            };
         }
         Ok(Acting {
             effective: login.to_string(),
@@ -99,15 +110,42 @@ impl Authority {
         proxy: &str,
     ) -> Result<(bool, String), Error> {
         self.authorize(caller, "CheckProxy", login)?;
-        let proxy_account = self.proxy_account(proxy)?;
+        let proxy_account = self.proxy_account(caller, proxy)?;
         let login_account = self.login_account(login)?;
-        let decision = decide(
-            &self.rules.load(),
-            login,
-            login_account.as_deref(),
-            &proxy_account,
-        );
-        Ok((decision.is_allowed(), decision.reason(login, proxy)))
+        Ok(self.proxy_answer(login, login_account.as_deref(), &proxy_account))
+    }
+
+    /// `CheckProxy` from memory only (see [`resolve_cached`](Self::resolve_cached)).
+    pub fn check_proxy_cached(
+        &self,
+        caller: &Caller,
+        login: &str,
+        proxy: &str,
+    ) -> Option<(bool, String)> {
+        if check_user_name(login).is_err()
+            || check_user_name(proxy).is_err()
+            || access::act_for(caller, login).is_err()
+        {
+            return None;
+        }
+        let login_account = self.directory.cached_user(login)?;
+        let proxy_account = self.directory.cached_user(proxy)??;
+        Some(self.proxy_answer(login, login_account.as_deref(), &proxy_account))
+    }
+
+    /// Whether `login` may proxy to `proxy` now, and why: the access rules first (a
+    /// privileged account is never a proxy), then the proxy rules.
+    fn proxy_answer(
+        &self,
+        login: &str,
+        login_account: Option<&Account>,
+        proxy: &Account,
+    ) -> (bool, String) {
+        if let Err(refusal) = access::proxy_target(&self.facts(proxy), &self.policy()) {
+            return (false, refusal.to_string());
+        }
+        let decision = decide(&self.rules.load(), login, login_account, proxy);
+        (decision.is_allowed(), decision.reason(login, &proxy.name))
     }
 
     pub fn list_proxies(&self, caller: &Caller, login: &str) -> Result<Vec<String>, Error> {
@@ -122,9 +160,11 @@ impl Authority {
         }
         names.sort();
         names.dedup();
+        let policy = self.policy();
         let mut allowed = Vec::new();
         for name in names {
             if let Some(account) = self.directory.user(&name)?
+                && access::proxy_target(&self.facts(&account), &policy).is_ok()
                 && rules
                     .check(&login_subject, &account.subject(), now)
                     .is_allowed()
@@ -137,12 +177,20 @@ impl Authority {
 
     pub fn set_proxy(&self, caller: &Caller, login: &str, proxy: &str) -> Result<(), Error> {
         self.authorize(caller, "SetProxy", login)?;
-        self.associate(caller, "SetProxy", login, proxy, |draft| draft, Vec::new())
+        self.associate(
+            caller,
+            "SetProxy",
+            login,
+            proxy,
+            |draft| draft,
+            |_| Vec::new(),
+        )
     }
 
     /// Makes `proxy` the proxy of `login` if the rules allow it, recording `proxy-set`
-    /// (with `more` fields) together with `writes`. Proxy sessions of the login for
-    /// another proxy end with it. The caller is authorized already.
+    /// (with `more` fields) together with the writes `extra` makes of the proxy's name.
+    /// Proxy sessions of the login for another proxy end with it. The caller is
+    /// authorized already.
     pub(super) fn associate(
         &self,
         caller: &Caller,
@@ -150,20 +198,24 @@ impl Authority {
         login: &str,
         proxy: &str,
         more: impl FnOnce(Draft) -> Draft,
-        mut writes: Vec<Write>,
+        extra: impl FnOnce(&str) -> Vec<Write>,
     ) -> Result<(), Error> {
-        let proxy_account = self.proxy_account(proxy)?;
+        // Facts first (NSS), the transaction after.
+        let proxy_account = self.proxy_account(caller, proxy)?;
         // NSS's spelling of the name (SSSD may fold case or qualify it).
         let proxy = proxy_account.name.as_str();
         let login_account = self.login_account(login)?;
-        if let Some(what) = self.privileged(&proxy_account) {
-            let err = Error::NotAllowed(format!("{proxy} is {what} and is never a proxy user"));
+        let denied = |err: Error| {
             let draft = Draft::new(Event::Denied)
                 .with("login", login)
                 .with("proxy", proxy);
-            return Err(self.deny(caller, operation, draft, err));
+            self.deny(caller, operation, draft, err)
+        };
+        if let Err(refusal) = access::proxy_target(&self.facts(&proxy_account), &self.policy()) {
+            return Err(denied(Error::NotAllowed(refusal.to_string())));
         }
-        let mut ledger = self.lock();
+        let mut txn = self.begin()?;
+        // Decided under the transaction, so a concurrent reload cannot slip in between.
         let decision = decide(
             &self.rules.load(),
             login,
@@ -171,20 +223,17 @@ impl Authority {
             &proxy_account,
         );
         let Decision::Allowed { rule } = &decision else {
-            drop(ledger);
-            let err = Error::NotAllowed(decision.reason(login, proxy));
-            let draft = Draft::new(Event::Denied)
-                .with("login", login)
-                .with("proxy", proxy);
-            return Err(self.deny(caller, operation, draft, err));
+            drop(txn);
+            return Err(denied(Error::NotAllowed(decision.reason(login, proxy))));
         };
-        let previous = self.store.association(login)?.map(|a| a.proxy);
+        let store = txn.store();
+        let previous = store.association(login)?.map(|a| a.proxy);
         let association = Association {
             proxy: proxy.to_string(),
             since: now_micros(),
             by_uid: caller.uid,
         };
-        let (ended, ended_ids) = self.stale_proxy_sessions(login, Some(proxy))?;
+        let (mut writes, ended_ids) = self.stale_proxy_sessions(store, login, Some(proxy))?;
         let draft = Draft::new(Event::ProxySet)
             .with("login", login)
             .with("proxy", proxy)
@@ -194,8 +243,9 @@ impl Authority {
             .with("ended_sessions", ended_ids.join(","))
             .caller(caller);
         writes.push(Write::put(Tree::Associations, login, &association));
-        writes.extend(ended);
-        self.record(&mut ledger, more(draft), writes)?;
+        writes.extend(extra(proxy));
+        txn.record(more(draft), writes, now_micros())?;
+        self.commit(Some(caller), txn)?;
         self.notify(Notice::ProxyChanged {
             login: login.into(),
             proxy: proxy.into(),
@@ -206,11 +256,12 @@ impl Authority {
 
     pub fn clear_proxy(&self, caller: &Caller, login: &str) -> Result<(), Error> {
         self.authorize(caller, "ClearProxy", login)?;
-        let mut ledger = self.lock();
-        let Some(association) = self.store.association(login)? else {
+        let mut txn = self.begin()?;
+        let store = txn.store();
+        let Some(association) = store.association(login)? else {
             return Ok(());
         };
-        let (mut writes, ended_ids) = self.stale_proxy_sessions(login, None)?;
+        let (mut writes, ended_ids) = self.stale_proxy_sessions(store, login, None)?;
         let draft = Draft::new(Event::ProxyCleared)
             .with("login", login)
             .with("proxy", association.proxy.as_str())
@@ -218,7 +269,8 @@ impl Authority {
             .with("ended_sessions", ended_ids.join(","))
             .caller(caller);
         writes.push(Write::delete(Tree::Associations, login));
-        self.record(&mut ledger, draft, writes)?;
+        txn.record(draft, writes, now_micros())?;
+        self.commit(Some(caller), txn)?;
         self.notify(Notice::ProxyChanged {
             login: login.into(),
             proxy: association.proxy,
@@ -237,6 +289,9 @@ impl Authority {
         let Some(proxy_account) = self.directory.user(proxy)? else {
             return Ok(Err(format!("system user {proxy} no longer exists")));
         };
+        if let Err(refusal) = access::proxy_target(&self.facts(&proxy_account), &self.policy()) {
+            return Ok(Err(refusal.to_string()));
+        }
         let login_account = self.login_account(login)?;
         let decision = decide(rules, login, login_account.as_deref(), &proxy_account);
         Ok(match decision {
@@ -245,41 +300,66 @@ impl Authority {
         })
     }
 
-    /// Ends `login`'s association with `proxy` if it still exists (under the lock).
-    fn revoke(
-        &self,
-        ledger: &mut Ledger,
-        login: &str,
-        proxy: &str,
-        reason: &str,
-    ) -> Result<(), Error> {
-        match self.store.association(login)? {
-            Some(current) if current.proxy == proxy => {}
-            _ => return Ok(()),
+    /// Ends `login`'s association with `proxy` in `txn` if it still exists.
+    fn revoke(&self, txn: &mut Txn<'_>, revocation: &Revocation) -> Result<bool, Error> {
+        let Revocation {
+            login,
+            proxy,
+            reason,
+        } = revocation;
+        let store = txn.store();
+        match store.association(login)? {
+            Some(current) if &current.proxy == proxy => {}
+            _ => return Ok(false),
         }
-        let (mut writes, ended_ids) = self.stale_proxy_sessions(login, None)?;
+        let (mut writes, ended_ids) = self.stale_proxy_sessions(store, login, None)?;
         let draft = Draft::new(Event::ProxyRevoked)
-            .with("login", login)
-            .with("proxy", proxy)
-            .with("effective", login)
-            .with("reason", reason)
+            .with("login", login.as_str())
+            .with("proxy", proxy.as_str())
+            .with("effective", login.as_str())
+            .with("reason", reason.as_str())
             .with("ended_sessions", ended_ids.join(","));
-        writes.push(Write::delete(Tree::Associations, login));
-        self.record(ledger, draft, writes)?;
-        tracing::info!("revoked {login} → {proxy}: {reason}");
-        self.notify(Notice::ProxyChanged {
-            login: login.into(),
-            proxy: proxy.into(),
-            why: "revoked",
-        });
-        Ok(())
+        writes.push(Write::delete(Tree::Associations, login.as_str()));
+        txn.record(draft, writes, now_micros())?;
+        Ok(true)
     }
 
-    /// Revokes every association the current rules (and NSS) no longer allow. Called
-    /// under the lock after each rule change, and by the expiry timer.
-    /// Best effort: an association that cannot be checked or revoked now (NSS or the
-    /// store failing) is logged and left for the next sweep, and the others go on.
-    pub(super) fn sweep_locked(&self, ledger: &mut Ledger) -> usize {
+    /// Ends the given associations (each only if it is still the same), in
+    /// transactions of a bounded size; announces them once durable.
+    pub(super) fn revoke_all(&self, revocations: Vec<Revocation>) -> Result<usize, Error> {
+        let mut revoked = 0;
+        for batch in revocations.chunks(64) {
+            let mut txn = self.begin()?;
+            let mut done = Vec::new();
+            for revocation in batch {
+                if self.revoke(&mut txn, revocation)? {
+                    done.push(revocation);
+                }
+            }
+            txn.commit()?;
+            for revocation in done {
+                tracing::info!(
+                    "revoked {} → {}: {}",
+                    revocation.login,
+                    revocation.proxy,
+                    revocation.reason
+                );
+                self.notify(Notice::ProxyChanged {
+                    login: revocation.login.clone(),
+                    proxy: revocation.proxy.clone(),
+                    why: "revoked",
+                });
+                revoked += 1;
+            }
+        }
+        Ok(revoked)
+    }
+
+    /// Revokes every association the current rules (and NSS) no longer allow. The
+    /// lookups happen first, outside any transaction; each revocation is checked again
+    /// inside its own. Best effort: an association that cannot be checked now (NSS
+    /// failing) is logged and left for the next sweep.
+    pub fn sweep(&self) -> usize {
         let rules = self.rules.load();
         let associations = match self.store.associations() {
             Ok(associations) => associations,
@@ -288,30 +368,27 @@ impl Authority {
                 return 0;
             }
         };
-        let mut revoked = 0;
+        let mut revocations = Vec::new();
         for (login, association) in associations {
-            let result = self
-                .still_allowed(&rules, &login, &association.proxy)
-                .and_then(|verdict| match verdict {
-                    Ok(_) => Ok(false),
-                    Err(reason) => self
-                        .revoke(ledger, &login, &association.proxy, &reason)
-                        .map(|_| true),
-                });
-            match result {
-                Ok(true) => revoked += 1,
-                Ok(false) => {}
+            match self.still_allowed(&rules, &login, &association.proxy) {
+                Ok(Ok(_)) => {}
+                Ok(Err(reason)) => revocations.push(Revocation {
+                    login,
+                    proxy: association.proxy,
+                    reason,
+                }),
                 Err(err) => {
                     tracing::error!("cannot revalidate {login} → {}: {err}", association.proxy)
                 }
             }
         }
-        revoked
-    }
-
-    /// Revalidates all associations now (expiry timer, periodic NSS check).
-    pub fn sweep(&self) -> usize {
-        self.sweep_locked(&mut self.lock())
+        match self.revoke_all(revocations) {
+            Ok(revoked) => revoked,
+            Err(err) => {
+                tracing::error!("cannot revoke associations: {err}");
+                0
+            }
+        }
     }
 }
 

@@ -1,27 +1,66 @@
 //! `org.proxyuserd1.Admin`: the rule set (files and live rules) and the audit log.
+//!
+//! A reload reads every file, re-parses only those whose content changed (parsed files
+//! are kept by content hash), compiles the whole set outside any transaction, and then
+//! records and installs it in one. The text of the files that validated is kept in a
+//! snapshot file beside the store (named by its hash, written only when it changed),
+//! so a daemon that starts with broken files serves the last good set.
 
+use std::collections::HashMap;
 use std::path::Path;
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+
+use sha2::{Digest, Sha256};
 
 use crate::access::Caller;
-use crate::audit::{Draft, Event, Ledger, Record};
+use crate::audit::{Draft, Event, Record};
 use crate::policy::{CompiledRules, Rule, RuleError, RuleFile, parse_live_rule, parse_rule_file};
 use crate::store::{RuleSnapshot, Store, Tree, Write};
+use crate::time::now_micros;
 
 use super::{Authority, Error, Notice};
 
 /// Most records one `AuditLog` call returns.
 pub const AUDIT_PAGE_MAX: u32 = 10_000;
 
+/// A rule file by path and the SHA-256 of its text.
+type FileKey = (String, [u8; 32]);
+
+/// Parsed rule files by content: a reload re-parses only what changed.
+#[derive(Default)]
+pub(super) struct ParsedFiles(Mutex<HashMap<FileKey, Arc<RuleFile>>>);
+
+impl ParsedFiles {
+    /// Parses `sources`, reusing what was parsed before; keeps only these files.
+    fn parse(&self, sources: &[(String, String)]) -> Result<Vec<Arc<RuleFile>>, RuleError> {
+        let mut cache = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let mut kept = HashMap::with_capacity(sources.len());
+        let mut files = Vec::with_capacity(sources.len());
+        for (path, text) in sources {
+            let key = (path.clone(), Sha256::digest(text.as_bytes()).into());
+            let file = match cache.remove(&key) {
+                Some(file) => file,
+                None => Arc::new(parse_rule_file(path, text)?),
+            };
+            files.push(file.clone());
+            kept.insert(key, file);
+        }
+        *cache = kept;
+        Ok(files)
+    }
+}
+
 /// Reads `dir/*.toml` in lexical order (hidden files skipped). A missing directory is
-/// an empty rule set.
+/// an empty rule set. Like sudoers, a file (or the directory) that a user other than
+/// root could change is refused.
 fn read_rule_dir(dir: &Path) -> Result<Vec<(String, String)>, String> {
     let entries = match std::fs::read_dir(dir) {
         Ok(entries) => entries,
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(err) => return Err(format!("{}: {err}", dir.display())),
     };
+    check_owned_by_root(dir)?;
     let mut paths = Vec::new();
     for entry in entries {
         let entry = entry.map_err(|e| format!("{}: {e}", dir.display()))?;
@@ -35,6 +74,7 @@ fn read_rule_dir(dir: &Path) -> Result<Vec<(String, String)>, String> {
     paths
         .into_iter()
         .map(|path| {
+            check_owned_by_root(&path)?;
             let text =
                 std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
             Ok((path.display().to_string(), text))
@@ -42,11 +82,28 @@ fn read_rule_dir(dir: &Path) -> Result<Vec<(String, String)>, String> {
         .collect()
 }
 
-fn parse_files(sources: &[(String, String)]) -> Result<Vec<RuleFile>, RuleError> {
-    sources
-        .iter()
-        .map(|(path, text)| parse_rule_file(path, text))
-        .collect()
+/// A rule file or directory must belong to root (or the daemon's user) and not be
+/// writable by group or others.
+fn check_owned_by_root(path: &Path) -> Result<(), String> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let me = nix::unistd::geteuid().as_raw();
+    if meta.uid() != 0 && meta.uid() != me {
+        return Err(format!(
+            "{}: owned by uid {}, not root: refusing rules another user can change",
+            path.display(),
+            meta.uid()
+        ));
+    }
+    if meta.mode() & 0o022 != 0 {
+        return Err(format!(
+            "{}: writable by group or others (mode {:o}): refusing rules another user can \
+             change",
+            path.display(),
+            meta.mode() & 0o7777
+        ));
+    }
+    Ok(())
 }
 
 fn live_rules(store: &Store) -> Result<Vec<Rule>, Error> {
@@ -63,6 +120,15 @@ fn live_rules(store: &Store) -> Result<Vec<Rule>, Error> {
     Ok(rules)
 }
 
+/// The hash the snapshot file of `sources` is named by.
+fn digest(sources: &[(String, String)]) -> String {
+    if sources.is_empty() {
+        return String::new();
+    }
+    let content = serde_json::to_vec(sources).expect("strings serialize");
+    crate::sys::hex(&Sha256::digest(&content))
+}
+
 impl Authority {
     /// At start: the files if they validate, else the last good files, else none.
     pub(super) fn load_rules_at_start(&self) -> Result<(), String> {
@@ -73,22 +139,24 @@ impl Authority {
             .unwrap_or_default();
         let live = live_rules(&self.store).map_err(|e| e.to_string())?;
         let from_disk = read_rule_dir(&self.config.rules_dir).and_then(|sources| {
-            let files = parse_files(&sources).map_err(|e| e.to_string())?;
+            let files = self.parsed.parse(&sources).map_err(|e| e.to_string())?;
             let compiled =
                 CompiledRules::compile(files, live.clone()).map_err(|e| e.to_string())?;
             Ok((sources, compiled))
         });
-        let mut ledger = self.lock();
         match from_disk {
-            Ok((sources, compiled)) if sources == snapshot.files && snapshot.generation > 0 => {
+            Ok((sources, compiled))
+                if digest(&sources) == snapshot.sha256 && snapshot.generation > 0 =>
+            {
                 self.install(compiled, snapshot.generation);
             }
             Ok((sources, compiled)) => {
+                let _serial = self.rule_changes.lock().unwrap_or_else(|e| e.into_inner());
                 self.commit_rules(
-                    &mut ledger,
                     compiled,
-                    sources,
+                    &sources,
                     Draft::new(Event::RulesReload).with("trigger", "start"),
+                    None,
                     Vec::new(),
                 )
                 .map_err(|e| e.to_string())?;
@@ -98,50 +166,73 @@ impl Authority {
                     "rules in {} are not valid, serving the last good rules: {err}",
                     self.config.rules_dir.display()
                 );
-                let compiled = parse_files(&snapshot.files)
+                let compiled = self
+                    .store
+                    .read_rule_files(&snapshot.sha256)
                     .map_err(|e| e.to_string())
-                    .and_then(|files| CompiledRules::compile(files, live.clone()).map_err(|e| e.to_string()))
+                    .and_then(|sources| self.parsed.parse(&sources).map_err(|e| e.to_string()))
+                    .and_then(|files| {
+                        CompiledRules::compile(files, live.clone()).map_err(|e| e.to_string())
+                    })
                     .unwrap_or_else(|err| {
-                        tracing::error!("the last good rules do not compile with the live rules either ({err}); serving live rules only");
+                        tracing::error!(
+                            "the last good rules do not compile with the live rules either \
+                             ({err}); serving live rules only"
+                        );
                         CompiledRules::compile(Vec::new(), live.clone()).unwrap_or_default()
                     });
                 self.install(compiled, snapshot.generation.max(1));
             }
         }
-        self.sweep_locked(&mut ledger);
+        self.sweep();
         Ok(())
     }
 
-    /// Makes `compiled` the active rule set.
+    /// Makes `compiled` the active rule set; the old one is freed (and its memory given
+    /// back to the system) once no reader holds it.
     fn install(&self, compiled: CompiledRules, generation: u64) {
-        self.rules.store(Arc::new(compiled));
+        let old = self.rules.swap(Arc::new(compiled));
         self.generation.store(generation, Ordering::Release);
         self.directory.forget();
         self.rules_changed.notify_waiters();
+        drop(old);
+        crate::sys::trim_heap();
     }
 
-    /// Records a rule change durably (audit record, snapshot, generation, `extra`), then
-    /// installs the new set, revokes what it no longer allows and announces it.
+    /// Records a rule change durably (audit record, snapshot pointer, generation,
+    /// `extra` writes), then installs the new set, revokes what it no longer allows and
+    /// announces it. The snapshot file is written first (outside the transaction).
     fn commit_rules(
         &self,
-        ledger: &mut Ledger,
         compiled: CompiledRules,
-        sources: Vec<(String, String)>,
+        sources: &[(String, String)],
         draft: Draft,
-        mut extra: Vec<Write>,
+        caller: Option<&Caller>,
+        extra: Vec<Write>,
     ) -> Result<u64, Error> {
+        let sha256 = self.store.write_rule_files(sources)?;
+        let rules = compiled.len();
+        let mut txn = self.begin()?;
         let generation = self.generation() + 1;
+        let mut writes = extra;
+        writes.push(Store::put_rule_snapshot(&RuleSnapshot {
+            generation,
+            sha256: sha256.clone(),
+        }));
         let draft = draft
             .with("generation", generation.to_string())
-            .with("rules", compiled.len().to_string());
-        extra.push(Store::put_rule_snapshot(&RuleSnapshot {
-            generation,
-            files: sources,
-        }));
-        self.record(ledger, draft, extra)?;
+            .with("rules", rules.to_string());
+        txn.record(draft, writes, now_micros())?;
+        self.commit(caller, txn)?;
+        // Rule changes are serialized (`rule_changes`), so nothing came in between.
         self.install(compiled, generation);
-        let revoked = self.sweep_locked(ledger);
-        tracing::info!("rules generation {generation} active ({revoked} associations revoked)");
+        self.store.forget_rule_files(&sha256);
+        let revoked = self.sweep();
+        tracing::info!(
+            "rules generation {generation} active: {rules} {}, {revoked} {} revoked",
+            plural(rules, "rule", "rules"),
+            plural(revoked, "association", "associations")
+        );
         self.notify(Notice::RulesChanged(generation));
         Ok(generation)
     }
@@ -152,21 +243,47 @@ impl Authority {
             self.require_admin(caller, "Reload")?;
         }
         let sources = read_rule_dir(&self.config.rules_dir).map_err(Error::InvalidRules)?;
-        let files = parse_files(&sources).map_err(|e| Error::InvalidRules(e.to_string()))?;
-        let mut ledger = self.lock();
-        let current = self.rules.load();
-        let compiled = CompiledRules::compile(files, current.live().to_vec())
+        let files = self
+            .parsed
+            .parse(&sources)
             .map_err(|e| Error::InvalidRules(e.to_string()))?;
-        let mut draft = Draft::new(Event::RulesReload)
-            .with(
-                "trigger",
-                if caller.is_some() { "Reload" } else { "SIGHUP" },
-            )
-            .with("files", sources.len().to_string());
-        if let Some(caller) = caller {
-            draft = draft.caller(caller);
+        let trigger = if caller.is_some() { "Reload" } else { "SIGHUP" };
+        loop {
+            // Compiled outside the transaction; if a live rule changed meanwhile, again.
+            let current = self.rules.load_full();
+            let compiled = CompiledRules::compile(files.clone(), current.live().to_vec())
+                .map_err(|e| Error::InvalidRules(e.to_string()))?;
+            let mut draft = Draft::new(Event::RulesReload)
+                .with("trigger", trigger)
+                .with("files", sources.len().to_string());
+            if let Some(caller) = caller {
+                draft = draft.caller(caller);
+            }
+            if let Some(generation) =
+                self.commit_if_unchanged(&current, compiled, &sources, draft, caller, Vec::new())?
+            {
+                return Ok(generation);
+            }
         }
-        self.commit_rules(&mut ledger, compiled, sources, draft, Vec::new())
+    }
+
+    /// [`commit_rules`](Self::commit_rules) unless the active set is no longer
+    /// `based_on` (then `None`: compile again).
+    fn commit_if_unchanged(
+        &self,
+        based_on: &Arc<CompiledRules>,
+        compiled: CompiledRules,
+        sources: &[(String, String)],
+        draft: Draft,
+        caller: Option<&Caller>,
+        extra: Vec<Write>,
+    ) -> Result<Option<u64>, Error> {
+        let _serial = self.rule_changes.lock().unwrap_or_else(|e| e.into_inner());
+        if !Arc::ptr_eq(based_on, &self.rules.load_full()) {
+            return Ok(None);
+        }
+        self.commit_rules(compiled, sources, draft, caller, extra)
+            .map(Some)
     }
 
     /// (id, source, rule as TOML) of every rule, file rules first.
@@ -182,61 +299,73 @@ impl Authority {
 
     pub fn add_rule(&self, caller: &Caller, text: &str) -> Result<String, Error> {
         self.require_admin(caller, "AddRule")?;
-        let mut ledger = self.lock();
-        let counter = self.store.live_counter()? + 1;
-        let id = format!("live-{counter}");
-        let rule = parse_live_rule(&id, text).map_err(|e| Error::InvalidRules(e.to_string()))?;
-        let current = self.rules.load();
-        let mut live = current.live().to_vec();
-        live.push(rule.clone());
-        let compiled = CompiledRules::compile(current.files().to_vec(), live)
-            .map_err(|e| Error::InvalidRules(e.to_string()))?;
-        let sources = self.store.rule_snapshot()?.unwrap_or_default().files;
-        let draft = Draft::new(Event::RuleAdded)
-            .with("rule", id.as_str())
-            .with("text", rule.to_toml())
-            .caller(caller);
-        let writes = vec![
-            Write::put(Tree::Rules, id.as_str(), &rule.to_toml()),
-            Store::put_live_counter(counter),
-        ];
-        self.commit_rules(&mut ledger, compiled, sources, draft, writes)?;
-        Ok(id)
+        loop {
+            let current = self.rules.load_full();
+            let counter = self.store.live_counter()? + 1;
+            let id = format!("live-{counter}");
+            let rule =
+                parse_live_rule(&id, text).map_err(|e| Error::InvalidRules(e.to_string()))?;
+            let mut live = current.live().to_vec();
+            live.push(rule.clone());
+            let compiled = CompiledRules::compile(current.files().to_vec(), live)
+                .map_err(|e| Error::InvalidRules(e.to_string()))?;
+            let sources = self.current_sources()?;
+            let draft = Draft::new(Event::RuleAdded)
+                .with("rule", id.as_str())
+                .with("text", rule.to_toml())
+                .caller(caller);
+            let writes = vec![
+                Write::put(Tree::Rules, id.as_str(), &rule.to_toml()),
+                Store::put_live_counter(counter),
+            ];
+            if self
+                .commit_if_unchanged(&current, compiled, &sources, draft, Some(caller), writes)?
+                .is_some()
+            {
+                return Ok(id);
+            }
+        }
+    }
+
+    /// The text of the rule files of the active set.
+    fn current_sources(&self) -> Result<Vec<(String, String)>, Error> {
+        let snapshot = self.store.rule_snapshot()?.unwrap_or_default();
+        Ok(self.store.read_rule_files(&snapshot.sha256)?)
     }
 
     pub fn remove_rule(&self, caller: &Caller, id: &str) -> Result<(), Error> {
         self.require_admin(caller, "RemoveRule")?;
-        let mut ledger = self.lock();
-        let current = self.rules.load();
-        if !current.live().iter().any(|r| r.id == id) {
-            return Err(match current.rules().find(|r| r.id == id) {
-                Some(rule) => Error::InvalidArgs(format!(
-                    "rule {id} comes from {}; edit that file and reload",
-                    rule.source
-                )),
-                None => Error::InvalidArgs(format!("no rule {id:?}")),
-            });
+        loop {
+            let current = self.rules.load_full();
+            if !current.live().iter().any(|r| r.id == id) {
+                return Err(match current.rules().find(|r| r.id == id) {
+                    Some(rule) => Error::InvalidArgs(format!(
+                        "rule {id} comes from {}; edit that file and reload",
+                        rule.source
+                    )),
+                    None => Error::InvalidArgs(format!("no rule {id:?}")),
+                });
+            }
+            let live = current
+                .live()
+                .iter()
+                .filter(|r| r.id != id)
+                .cloned()
+                .collect();
+            let compiled = CompiledRules::compile(current.files().to_vec(), live)
+                .map_err(|e| Error::InvalidRules(e.to_string()))?;
+            let sources = self.current_sources()?;
+            let draft = Draft::new(Event::RuleRemoved)
+                .with("rule", id)
+                .caller(caller);
+            let writes = vec![Write::delete(Tree::Rules, id)];
+            if self
+                .commit_if_unchanged(&current, compiled, &sources, draft, Some(caller), writes)?
+                .is_some()
+            {
+                return Ok(());
+            }
         }
-        let live = current
-            .live()
-            .iter()
-            .filter(|r| r.id != id)
-            .cloned()
-            .collect();
-        let compiled = CompiledRules::compile(current.files().to_vec(), live)
-            .map_err(|e| Error::InvalidRules(e.to_string()))?;
-        let sources = self.store.rule_snapshot()?.unwrap_or_default().files;
-        let draft = Draft::new(Event::RuleRemoved)
-            .with("rule", id)
-            .caller(caller);
-        self.commit_rules(
-            &mut ledger,
-            compiled,
-            sources,
-            draft,
-            vec![Write::delete(Tree::Rules, id)],
-        )?;
-        Ok(())
     }
 
     /// Audit records from `since` on, at most `max` (0 or more than the page size means
@@ -248,6 +377,27 @@ impl Authority {
         } else {
             max.min(AUDIT_PAGE_MAX)
         };
-        Ok(Ledger::read(&self.store, since, max as usize)?)
+        Ok(self.ledger.read(since, max as usize)?)
     }
+
+    /// The retained audit log's extent: chain id, checkpoint and head (admins).
+    pub fn audit_extent(&self, caller: &Caller) -> Result<crate::audit::ledger::Extent, Error> {
+        self.require_admin(caller, "AuditHead")?;
+        Ok(self.ledger.extent())
+    }
+
+    /// Deletes audit records past `audit.max_bytes` / `audit.retention_secs`.
+    pub fn prune_audit(&self) -> Result<u64, Error> {
+        let audit = &self.config.audit;
+        Ok(self.ledger.prune(
+            audit.max_bytes,
+            crate::time::secs(audit.retention_secs),
+            now_micros(),
+        )?)
+    }
+}
+
+/// `one` or `many` by `n` ("1 association", "2 associations").
+pub fn plural<'a>(n: usize, one: &'a str, many: &'a str) -> &'a str {
+    if n == 1 { one } else { many }
 }

@@ -6,18 +6,15 @@
 
 use sha2::{Digest, Sha256};
 
-use crate::access::Caller;
+use super::{Authority, Error};
+use crate::access::{self, Caller};
 use crate::audit::{Draft, Event};
-use crate::store::{SessionRecord, Tree, Write};
+use crate::cookies;
+use crate::store::SessionKind::{Login as LOGIN, Proxy as PROXY};
+use crate::store::{SessionRecord, Store, Write};
 use crate::sys::{hex, random_bytes};
 use crate::time::now_micros;
-
-use super::{Authority, Error};
-use crate::cookies;
-
-use crate::wire::SessionIdentity;
-
-use crate::store::SessionKind::{Login as LOGIN, Proxy as PROXY};
+use crate::wire::{NO_ID, SessionIdentity};
 
 /// The store key of a ticket: the hex SHA-256 of its text.
 fn ticket_key(ticket: &str) -> String {
@@ -68,13 +65,14 @@ impl Authority {
 
     /// Tickets are for gateways: trusted callers (and root).
     fn require_gateway(&self, caller: &Caller, operation: &str) -> Result<(), Error> {
-        if caller.trusted || caller.uid == 0 {
-            return Ok(());
-        }
-        let err = Error::AccessDenied(format!(
-            "{operation} is for trusted callers (gateways); {caller} is not one"
-        ));
-        Err(self.deny(caller, operation, Draft::new(Event::Denied), err))
+        access::gateway(caller, operation).map_err(|refusal| {
+            self.deny(
+                caller,
+                operation,
+                Draft::new(Event::Denied),
+                Error::AccessDenied(refusal.to_string()),
+            )
+        })
     }
 
     /// Whether a session is within its lifetime and idle timeout at `now`.
@@ -84,38 +82,59 @@ impl Authority {
 
     /// When a session ends if it is not used again.
     fn session_end(&self, session: &SessionRecord) -> i64 {
-        let idle = (self.config.sessions.idle_secs as i64).saturating_mul(1_000_000);
+        let idle = crate::time::secs(self.config.sessions.idle_secs);
         session.expires.min(session.last_used.saturating_add(idle))
     }
 
-    /// Deletions of `login`'s proxy sessions that are not for `keep`.
+    /// How stale a stored `last_used` may get before a use writes it again: a sixteenth
+    /// of the idle timeout (a session may end that much early), at most a minute.
+    fn renewal_interval(&self) -> i64 {
+        (crate::time::secs(self.config.sessions.idle_secs) / 16).min(60_000_000)
+    }
+
+    /// Deletions of `login`'s proxy sessions that are not for `keep` (a bounded read
+    /// of the login's own sessions).
     pub(super) fn stale_proxy_sessions(
         &self,
+        store: &Store,
         login: &str,
         keep: Option<&str>,
     ) -> Result<(Vec<Write>, Vec<String>), Error> {
         let mut writes = Vec::new();
         let mut ids = Vec::new();
-        for (key, session) in self.store.sessions()? {
-            if session.kind == PROXY
-                && session.login == login
-                && Some(session.proxy.as_str()) != keep
-            {
+        for (key, session) in store.sessions_of(login, self.session_cap())? {
+            if session.kind == PROXY && Some(session.proxy.as_str()) != keep {
                 ids.push(session.id.clone());
-                writes.push(Write::delete(Tree::Sessions, key.as_str()));
+                writes.extend(Store::delete_session(&key, &session));
             }
         }
         Ok((writes, ids))
     }
 
+    /// Most sessions one login can have (login and proxy tickets together).
+    fn session_cap(&self) -> usize {
+        2 * self.config.sessions.max_per_login as usize + 2
+    }
+
     pub fn open_session(&self, caller: &Caller, login: &str) -> Result<String, Error> {
         self.require_gateway(caller, "OpenSession")?;
         crate::names::check_user_name(login)
-            .map_err(|e| Error::InvalidArgs(format!("login: {e}")))?;
+            .map_err(|e| self.refuse(caller, Error::InvalidArgs(format!("login: {e}"))))?;
+        let account = self.login_account(login)?;
+        let facts = account.as_deref().map(|a| self.facts(a));
+        if let Err(refusal) = access::session_login(facts.as_ref(), &self.policy()) {
+            let draft = Draft::new(Event::Denied).with("login", login);
+            return Err(self.deny(
+                caller,
+                "OpenSession",
+                draft,
+                Error::NotAllowed(refusal.to_string()),
+            ));
+        }
         let ticket = self.new_ticket()?;
         let key = ticket_key(&ticket);
         let now = now_micros();
-        let ttl = (self.config.sessions.ttl_secs as i64).saturating_mul(1_000_000);
+        let ttl = crate::time::secs(self.config.sessions.ttl_secs);
         let session = SessionRecord {
             id: short_id(&key),
             kind: LOGIN,
@@ -127,16 +146,32 @@ impl Authority {
             expires: now.saturating_add(ttl),
             by_uid: caller.uid,
         };
+        let mut txn = self.begin()?;
+        let store = txn.store();
+        // One login's sessions are bounded: the oldest login session (and its proxy
+        // sessions) makes room.
+        let mut writes = Store::put_session(&key, &session);
+        let mut evicted = Vec::new();
+        let own = store.sessions_of(login, self.session_cap())?;
+        let logins: Vec<_> = own.iter().filter(|(_, s)| s.kind == LOGIN).collect();
+        if logins.len() >= self.config.sessions.max_per_login as usize
+            && let Some((oldest_key, oldest)) = logins.iter().min_by_key(|(_, s)| s.created)
+        {
+            evicted.push(oldest.id.clone());
+            writes.extend(Store::delete_session(oldest_key, oldest));
+            for (child_key, child) in own.iter().filter(|(_, s)| &s.parent == oldest_key) {
+                evicted.push(child.id.clone());
+                writes.extend(Store::delete_session(child_key, child));
+            }
+        }
         let draft = Draft::new(Event::SessionOpen)
             .with("login", login)
             .with("session", session.id.as_str())
             .with("kind", LOGIN.as_str())
+            .with("ended_sessions", evicted.join(","))
             .caller(caller);
-        self.record(
-            &mut self.lock(),
-            draft,
-            vec![Write::put(Tree::Sessions, key.as_str(), &session)],
-        )?;
+        txn.record(draft, writes, now)?;
+        self.commit(Some(caller), txn)?;
         Ok(ticket)
     }
 
@@ -152,16 +187,20 @@ impl Authority {
         let parent = match self.store.session(&parent_key)? {
             Some(s) if s.kind == LOGIN && self.session_alive(&s, now) => s,
             Some(s) if s.kind == PROXY => {
-                return Err(Error::InvalidArgs(
-                    "OpenProxySession takes a login ticket, not a proxy ticket".into(),
+                return Err(self.refuse(
+                    caller,
+                    Error::InvalidArgs(
+                        "OpenProxySession takes a login ticket, not a proxy ticket".into(),
+                    ),
                 ));
             }
-            _ => return Err(no_session()),
+            _ => return Err(self.refuse(caller, no_session())),
         };
         let proxy_ticket = self.new_ticket()?;
         let key = ticket_key(&proxy_ticket);
-        let session = SessionRecord {
-            id: short_id(&key),
+        let id = short_id(&key);
+        let session = |proxy: &str| SessionRecord {
+            id: id.clone(),
             kind: PROXY,
             login: parent.login.clone(),
             proxy: proxy.into(),
@@ -172,7 +211,6 @@ impl Authority {
             expires: parent.expires,
             by_uid: caller.uid,
         };
-        let id = session.id.clone();
         self.associate(
             caller,
             "OpenProxySession",
@@ -183,7 +221,7 @@ impl Authority {
                     .with("session", id.as_str())
                     .with("login_session", parent.id.as_str())
             },
-            vec![Write::put(Tree::Sessions, key.as_str(), &session)],
+            |proxy| Store::put_session(&key, &session(proxy)),
         )?;
         Ok(proxy_ticket)
     }
@@ -203,38 +241,66 @@ impl Authority {
         self.deny(caller, operation, draft, err)
     }
 
-    /// The identity live session `session` (stored under `key`) gives, renewing its
-    /// idle timer; `None` if it gives none (any more).
+    /// The identity live session `session` (stored under `key`) gives, and the keys of
+    /// the sessions to renew; `None` if it gives none (any more). `cached_only` answers
+    /// from memory only: `Err(None)` when that cannot be done.
     fn session_identity(
         &self,
         key: &str,
         session: &SessionRecord,
         now: i64,
-    ) -> Result<Option<SessionIdentity>, Error> {
+        cached_only: bool,
+    ) -> Result<Option<(SessionIdentity, Vec<String>)>, Option<Error>> {
         if !self.session_alive(session, now) {
             return Ok(None);
         }
-        let mut renew = vec![key.to_string()];
+        let mut renew = Vec::new();
+        let stale = |s: &SessionRecord| now - s.last_used > self.renewal_interval();
+        if stale(session) {
+            renew.push(key.to_string());
+        }
         let identity = if session.kind == LOGIN {
-            let account = self.login_account(&session.login)?;
+            let account = if cached_only {
+                self.directory.cached_user(&session.login).ok_or(None)?
+            } else {
+                self.login_account(&session.login).map_err(Some)?
+            };
             (
                 session.login.clone(),
                 session.login.clone(),
                 String::new(),
-                account.as_ref().map_or(u32::MAX, |a| a.uid),
-                account.as_ref().map_or(u32::MAX, |a| a.gid),
+                account.as_ref().map_or(NO_ID, |a| a.uid),
+                account.as_ref().map_or(NO_ID, |a| a.gid),
             )
         } else {
-            match self.store.session(&session.parent)? {
-                Some(parent) if self.session_alive(&parent, now) => {}
+            match self
+                .store
+                .session(&session.parent)
+                .map_err(|e| Some(e.into()))?
+            {
+                Some(parent) if self.session_alive(&parent, now) => {
+                    if stale(&parent) {
+                        renew.push(session.parent.clone());
+                    }
+                }
                 _ => return Ok(None),
             }
             // The association must still name this proxy, and the rules allow it.
-            let acting = self.acting(&session.login)?;
+            let acting = if cached_only {
+                let caller = Caller {
+                    uid: 0,
+                    pid: 0,
+                    name: None,
+                    admin: true,
+                    trusted: false,
+                };
+                self.resolve_cached(&caller, &session.login).ok_or(None)?
+            } else {
+                self.acting(&session.login).map_err(Some)?
+            };
             if acting.proxy != session.proxy {
                 return Ok(None);
             }
-            renew.push(session.parent.clone());
             let (uid, gid) = (acting.uid(), acting.gid());
             (
                 session.login.clone(),
@@ -244,31 +310,57 @@ impl Authority {
                 gid,
             )
         };
-        // Using a session keeps it (and its login session) from idling out. Not flushed:
-        // losing a renewal in a crash only shortens an idle timeout. Under the lock, so
-        // a session closed meanwhile is not written back to life.
-        let _ledger = self.lock();
+        Ok(Some((identity, renew)))
+    }
+
+    /// Writes the use of the sessions under `keys` (not flushed: losing a renewal in a
+    /// crash only shortens an idle timeout). In a transaction, so a session closed
+    /// meanwhile is not written back to life.
+    fn renew(&self, keys: &[String], now: i64) -> Result<(), Error> {
+        if keys.is_empty() {
+            return Ok(());
+        }
+        let mut txn = self.begin()?;
         let mut writes = Vec::new();
-        for key in renew {
-            if let Some(mut s) = self.store.session(&key)? {
+        for key in keys {
+            if let Some(mut s) = txn.store().session(key)? {
                 s.last_used = now;
-                writes.push(Write::put(Tree::Sessions, key.as_str(), &s));
+                writes.extend(Store::put_session(key, &s));
             }
         }
-        self.store.commit_unflushed(&writes)?;
-        Ok(Some(identity))
+        txn.apply(&writes)?;
+        txn.release();
+        Ok(())
     }
 
     pub fn resolve_ticket(&self, caller: &Caller, ticket: &str) -> Result<SessionIdentity, Error> {
         self.require_gateway(caller, "ResolveTicket")?;
         let key = ticket_key(ticket);
-        let identity = match self.store.session(&key)? {
-            Some(session) => self.session_identity(&key, &session, now_micros())?,
+        let now = now_micros();
+        let found = match self.store.session(&key)? {
+            Some(session) => self
+                .session_identity(&key, &session, now, false)
+                .map_err(|e| e.unwrap_or_else(|| Error::Failed("no answer".into())))?,
             None => None,
         };
-        match identity {
-            Some(identity) => Ok(identity),
+        match found {
+            Some((identity, renew)) => {
+                self.renew(&renew, now)?;
+                Ok(identity)
+            }
             None => Err(self.deny_resolution(caller, "ResolveTicket", &key, "", no_session())),
+        }
+    }
+
+    /// `ResolveTicket` from memory, for the hot path: `None` when it needs NSS, a
+    /// renewal or a denial record (then [`resolve_ticket`](Self::resolve_ticket)).
+    pub fn resolve_ticket_cached(&self, caller: &Caller, ticket: &str) -> Option<SessionIdentity> {
+        access::gateway(caller, "ResolveTicket").ok()?;
+        let key = ticket_key(ticket);
+        let session = self.store.session(&key).ok()??;
+        match self.session_identity(&key, &session, now_micros(), true) {
+            Ok(Some((identity, renew))) if renew.is_empty() => Some(identity),
+            _ => None,
         }
     }
 
@@ -277,22 +369,27 @@ impl Authority {
     /// login-only identity (and is recorded as a denied resolution).
     pub fn resolve_cookies(&self, caller: &Caller, header: &str) -> Result<SessionIdentity, Error> {
         self.require_gateway(caller, "ResolveCookies")?;
-        let pairs = cookies::parse(header).map_err(|e| Error::InvalidArgs(e.to_string()))?;
+        let pairs = cookies::parse(header)
+            .map_err(|e| self.refuse(caller, Error::InvalidArgs(e.to_string())))?;
         let config = &self.config.sessions;
         let now = now_micros();
+        let resolved = |key: &str, session: &SessionRecord| {
+            self.session_identity(key, session, now, false)
+                .map_err(|e| e.unwrap_or_else(|| Error::Failed("no answer".into())))
+        };
         // Of duplicate cookies, the first that is a live session counts.
         let mut login = None;
         for ticket in cookie_values(&pairs, &config.login_cookie) {
             let key = ticket_key(ticket);
             if let Some(session) = self.store.session(&key)?
                 && session.kind == LOGIN
-                && let Some(identity) = self.session_identity(&key, &session, now)?
+                && let Some(found) = resolved(&key, &session)?
             {
-                login = Some((key, identity));
+                login = Some((key, found));
                 break;
             }
         }
-        let Some((login_key, login_identity)) = login else {
+        let Some((login_key, (login_identity, login_renew))) = login else {
             let key = cookie_values(&pairs, &config.login_cookie)
                 .next()
                 .map(ticket_key)
@@ -304,7 +401,8 @@ impl Authority {
             let key = ticket_key(ticket);
             match self.store.session(&key)? {
                 Some(s) if s.kind == PROXY && s.parent == login_key => {
-                    if let Some(identity) = self.session_identity(&key, &s, now)? {
+                    if let Some((identity, renew)) = resolved(&key, &s)? {
+                        self.renew(&renew, now)?;
                         return Ok(identity);
                     }
                     refused.get_or_insert(key);
@@ -314,6 +412,7 @@ impl Authority {
                 }
             }
         }
+        self.renew(&login_renew, now)?;
         if let Some(key) = refused {
             let err = Error::NoSuchSession(
                 "the proxy ticket is not a live proxy session of this login session".into(),
@@ -329,17 +428,19 @@ impl Authority {
     }
 
     fn close_session_key(&self, caller: &Caller, key: &str) -> Result<(), Error> {
-        let mut ledger = self.lock();
-        let Some(session) = self.store.session(key)? else {
-            return Err(no_session());
+        let mut txn = self.begin()?;
+        let store = txn.store();
+        let Some(session) = store.session(key)? else {
+            drop(txn);
+            return Err(self.refuse(caller, no_session()));
         };
-        let mut writes = vec![Write::delete(Tree::Sessions, key)];
+        let mut writes = Store::delete_session(key, &session);
         let mut closed = vec![session.id.clone()];
         if session.kind == LOGIN {
-            for (child_key, child) in self.store.sessions()? {
+            for (child_key, child) in store.sessions_of(&session.login, self.session_cap())? {
                 if child.parent == key {
                     closed.push(child.id.clone());
-                    writes.push(Write::delete(Tree::Sessions, child_key.as_str()));
+                    writes.extend(Store::delete_session(&child_key, &child));
                 }
             }
         }
@@ -350,10 +451,12 @@ impl Authority {
             .with("session", session.id.as_str())
             .with("sessions", closed.join(","))
             .caller(caller);
-        self.record(&mut ledger, draft, writes)
+        txn.record(draft, writes, now_micros())?;
+        self.commit(Some(caller), txn)
     }
 
-    /// Every session (admins): never the tickets, only their short ids.
+    /// Every session (admins), at most [`LIST_MAX`]: never the tickets, only their
+    /// short ids.
     pub fn list_sessions(&self, caller: &Caller) -> Result<Vec<(SessionRecord, i64)>, Error> {
         self.require_admin(caller, "ListSessions")?;
         let now = now_micros();
@@ -368,6 +471,7 @@ impl Authority {
             .filter(|(_, end)| *end > now)
             .collect();
         sessions.sort_by_key(|(s, _)| (s.created, s.id.clone()));
+        sessions.truncate(LIST_MAX);
         Ok(sessions)
     }
 
@@ -385,34 +489,48 @@ impl Authority {
     }
 
     /// Deletes sessions past their lifetime or idle timeout, each with a
-    /// `session-expired` record.
+    /// `session-expired` record: found by a walk outside any transaction, deleted in
+    /// transactions of a bounded size (each checks the session again).
     pub fn purge_sessions(&self) -> Result<usize, Error> {
         let now = now_micros();
-        let mut ledger = self.lock();
         let sessions = self.store.sessions()?;
         let keys: std::collections::HashSet<&str> =
             sessions.iter().map(|(key, _)| key.as_str()).collect();
+        let expired: Vec<&(String, SessionRecord)> = sessions
+            .iter()
+            .filter(|(_, session)| {
+                let orphan = session.kind == PROXY && !keys.contains(session.parent.as_str());
+                orphan || !self.session_alive(session, now)
+            })
+            .collect();
         let mut purged = 0;
-        for (key, session) in &sessions {
-            let orphan = session.kind == PROXY && !keys.contains(session.parent.as_str());
-            if self.session_alive(session, now) && !orphan {
-                continue;
+        for batch in expired.chunks(64) {
+            let mut txn = self.begin()?;
+            for (key, _) in batch {
+                let Some(session) = txn.store().session(key)? else {
+                    continue;
+                };
+                let orphan =
+                    session.kind == PROXY && txn.store().session(&session.parent)?.is_none();
+                if self.session_alive(&session, now) && !orphan {
+                    continue;
+                }
+                let draft = Draft::new(Event::SessionExpired)
+                    .with("login", session.login.as_str())
+                    .with("proxy", session.proxy.as_str())
+                    .with("kind", session.kind.as_str())
+                    .with("session", session.id.as_str());
+                txn.record(draft, Store::delete_session(key, &session), now)?;
+                purged += 1;
             }
-            let draft = Draft::new(Event::SessionExpired)
-                .with("login", session.login.as_str())
-                .with("proxy", session.proxy.as_str())
-                .with("kind", session.kind.as_str())
-                .with("session", session.id.as_str());
-            self.record(
-                &mut ledger,
-                draft,
-                vec![Write::delete(Tree::Sessions, key.as_str())],
-            )?;
-            purged += 1;
+            txn.commit()?;
         }
         Ok(purged)
     }
 }
+
+/// Most sessions `ListSessions` returns.
+pub const LIST_MAX: usize = 10_000;
 
 #[cfg(test)]
 mod tests {

@@ -93,6 +93,28 @@ impl AdminInterface {
             .collect())
     }
 
+    /// Where the retained audit log starts and ends: the chain's id (journald copies
+    /// carry it as PROXYUSERD_CHAIN), the checkpoint pruning left (seq and hash of the
+    /// last deleted record; 0 and the all-zero hash if none) and the head (seq, hash).
+    #[zbus(out_args("chain", "checkpoint_seq", "checkpoint_hash", "head_seq", "head_hash"))]
+    async fn audit_head(
+        &self,
+        #[zbus(connection)] connection: &Connection,
+        #[zbus(header)] header: Header<'_>,
+    ) -> Result<(String, u64, String, u64, String), BusError> {
+        let extent = self
+            .0
+            .call(connection, &header, |a, c| a.audit_extent(c))
+            .await?;
+        Ok((
+            extent.chain,
+            extent.checkpoint.seq,
+            extent.checkpoint.hash,
+            extent.head_seq,
+            extent.head_hash,
+        ))
+    }
+
     /// Open sessions: short id, kind (login or proxy), login, proxy, created, last
     /// used and end (µs since the epoch). Never the tickets.
     #[zbus(out_args("sessions"))]

@@ -1,10 +1,13 @@
 //! Callers by bus connection. The bus daemon vouches for a connection's uid and pid
 //! (`GetConnectionCredentials`); they cannot change while it lives and unique names are
-//! never reused, so the answer is kept until the connection goes away.
+//! never reused, so they are kept until the connection goes away. What the uid is
+//! worth (admin, trusted) can change with the user database: that is decided again
+//! once it is older than `nss_cache_secs`, like any other lookup.
 
 use std::collections::HashMap;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use futures_core::Stream;
 use zbus::Connection;
@@ -18,7 +21,13 @@ use crate::authority::{Authority, Error};
 
 pub struct Callers {
     authority: Arc<Authority>,
-    known: Mutex<HashMap<String, Arc<Caller>>>,
+    known: Mutex<HashMap<String, Known>>,
+}
+
+struct Known {
+    caller: Arc<Caller>,
+    /// When it was decided; `None`: decide again at the next call.
+    decided: Option<Instant>,
 }
 
 impl Callers {
@@ -38,13 +47,24 @@ impl Callers {
         let sender = header
             .sender()
             .ok_or_else(|| BusError::from(Error::AccessDenied("message has no sender".into())))?;
-        if let Some(caller) = self
+        let ttl = Duration::from_secs(self.authority.config().nss_cache_secs);
+        let known = self
             .known
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .get(sender.as_str())
-        {
-            return Ok(caller.clone());
+            .map(|k| {
+                (
+                    k.caller.clone(),
+                    k.decided.is_some_and(|at| at.elapsed() < ttl),
+                )
+            });
+        if let Some((caller, fresh)) = known {
+            if fresh {
+                return Ok(caller);
+            }
+            let (uid, pid) = (caller.uid, caller.pid);
+            return self.decide(sender.as_str(), uid, pid).await;
         }
         let failed = |e: zbus::Error| {
             BusError::from(Error::Failed(format!(
@@ -63,19 +83,44 @@ impl Callers {
             ))
             .into());
         };
+        self.decide(sender.as_str(), uid, pid).await
+    }
+
+    /// Decides who `uid` is now and remembers it for `sender`.
+    async fn decide(&self, sender: &str, uid: u32, pid: u32) -> Result<Arc<Caller>, BusError> {
         let authority = self.authority.clone();
-        let caller = super::blocking(move || authority.caller(uid, pid)).await?;
-        let caller = Arc::new(caller);
-        self.known
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(sender.to_string(), caller.clone());
+        let caller = Arc::new(super::blocking(move || authority.caller(uid, pid)).await?);
+        self.known.lock().unwrap_or_else(|e| e.into_inner()).insert(
+            sender.to_string(),
+            Known {
+                caller: caller.clone(),
+                decided: Some(Instant::now()),
+            },
+        );
         Ok(caller)
     }
 
-    /// Forgets every caller (after a reload, so admin group changes count at once).
+    /// The peers that have called, with who they are.
+    pub fn peers(&self) -> Vec<(String, Arc<Caller>)> {
+        self.known
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|(name, known)| (name.clone(), known.caller.clone()))
+            .collect()
+    }
+
+    /// Decides every caller anew at its next call (after a reload, so admin group
+    /// changes count at once). The peers stay known, for signals.
     pub fn forget_all(&self) {
-        self.known.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        for known in self
+            .known
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values_mut()
+        {
+            known.decided = None;
+        }
     }
 
     /// Drops callers whose connection closed, until the bus goes away.

@@ -43,10 +43,14 @@ impl IdentityInterface {
         login: String,
         proxy: String,
     ) -> Result<(bool, String), BusError> {
+        let (fast_login, fast_proxy) = (login.clone(), proxy.clone());
         self.0
-            .call(connection, &header, move |a, c| {
-                a.check_proxy(c, &login, &proxy)
-            })
+            .call_fast(
+                connection,
+                &header,
+                move |a, c| a.check_proxy_cached(c, &fast_login, &fast_proxy),
+                move |a, c| a.check_proxy(c, &login, &proxy),
+            )
             .await
     }
 

@@ -97,22 +97,28 @@ impl JobsInterface {
             .0
             .call(connection, &header, move |a, c| a.list_jobs(c, &login))
             .await?;
-        Ok(jobs
-            .into_iter()
-            .map(|j| {
-                let micros = |t: i64| u64::try_from(t).unwrap_or(0);
-                (
-                    j.id,
-                    j.login,
-                    j.run_as,
-                    j.argv,
-                    j.state.to_string(),
-                    micros(j.started),
-                    micros(j.finished),
-                    j.exit_code,
-                )
+        Ok(jobs.into_iter().map(row).collect())
+    }
+
+    /// A page of the jobs of the login's effective user, newest first: at most limit
+    /// (1 to 1000) from cursor on ("" for the newest), and the cursor of the next page
+    /// ("" after the last). Rows as ListJobs.
+    #[zbus(out_args("jobs", "next_cursor"))]
+    async fn list_jobs_page(
+        &self,
+        #[zbus(connection)] connection: &Connection,
+        #[zbus(header)] header: Header<'_>,
+        login: String,
+        limit: u32,
+        cursor: String,
+    ) -> Result<(Vec<JobRow>, String), BusError> {
+        let page = self
+            .0
+            .call(connection, &header, move |a, c| {
+                a.list_jobs_page(c, &login, limit, &cursor)
             })
-            .collect())
+            .await?;
+        Ok((page.jobs.into_iter().map(row).collect(), page.next))
     }
 
     /// A read-only file descriptor of the job's stdout or stderr; audited as a download.
@@ -143,4 +149,19 @@ impl JobsInterface {
         state: &str,
         exit_code: i32,
     ) -> zbus::Result<()>;
+}
+
+/// A job as the wire has it.
+fn row(j: crate::store::JobRecord) -> JobRow {
+    let micros = |t: i64| u64::try_from(t).unwrap_or(0);
+    (
+        j.id,
+        j.login,
+        j.run_as,
+        j.argv,
+        j.state.to_string(),
+        micros(j.started),
+        micros(j.finished),
+        j.exit_code,
+    )
 }

@@ -102,11 +102,17 @@ impl Shared {
         // Outside `in_flight`: callers waiting to be admitted do not hold up shutdown.
         let _admitted = self.admission.admit(&self.authority, &caller).await?;
         let _in_flight = self.in_flight.read().await;
-        if let Some(answer) = fast(&self.authority, &caller) {
-            return Ok(answer);
-        }
-        let authority = self.authority.clone();
-        blocking(move || op(&authority, &caller)).await
+        let answer = match fast(&self.authority, &caller) {
+            Some(answer) => Ok(answer),
+            None => {
+                let authority = self.authority.clone();
+                blocking(move || op(&authority, &caller)).await
+            }
+        };
+        // Whatever the call saw or caused (a denial too) is on disk before the caller
+        // hears of it.
+        self.authority.settle().await;
+        answer
     }
 
     /// Runs `op` for the sender of `header` on a blocking thread.
@@ -134,8 +140,15 @@ async fn blocking<T: Send + 'static>(
         .map_err(BusError::from)
 }
 
-/// Turns the authority's notices into signals until the channel closes.
-pub async fn forward_notices(connection: Connection, mut notices: mpsc::UnboundedReceiver<Notice>) {
+/// Turns the authority's notices into signals until the channel closes. Signals about a
+/// login go only to the peers that could read the same with their own calls: those that
+/// may act for the login (itself, gateways, admins) and, for a job, its run-as user.
+/// Peers are known by the calls they made on their connection.
+pub async fn forward_notices(
+    connection: Connection,
+    callers: Arc<Callers>,
+    mut notices: mpsc::UnboundedReceiver<Notice>,
+) {
     let emitter = match SignalEmitter::new(&connection, OBJECT_PATH) {
         Ok(emitter) => emitter,
         Err(err) => {
@@ -144,25 +157,53 @@ pub async fn forward_notices(connection: Connection, mut notices: mpsc::Unbounde
         }
     };
     while let Some(notice) = notices.recv().await {
-        let sent = match &notice {
+        let mut sent = Ok(());
+        match &notice {
             Notice::ProxyChanged { login, proxy, why } => {
-                IdentityInterface::proxy_changed(&emitter, login, proxy, why).await
+                for (peer, caller) in callers.peers() {
+                    if crate::access::act_for(&caller, login).is_ok() {
+                        let Ok(peer) = zbus::names::BusName::try_from(peer.as_str()) else {
+                            continue;
+                        };
+                        let to = emitter.clone().set_destination(peer);
+                        sent = sent
+                            .and(IdentityInterface::proxy_changed(&to, login, proxy, why).await);
+                    }
+                }
             }
             Notice::RulesChanged(generation) => {
-                let changed = AdminInterface::rules_changed(&emitter, *generation).await;
+                // The generation is public (the RulesGeneration property).
+                sent = AdminInterface::rules_changed(&emitter, *generation).await;
                 let server = connection.object_server();
                 if let Ok(admin) = server.interface::<_, AdminInterface>(OBJECT_PATH).await {
                     let _ = admin.get().await.rules_generation_changed(&emitter).await;
                 }
-                changed
             }
-            Notice::JobFinished { id, run_as, end } => {
-                JobsInterface::job_finished(&emitter, id, run_as, end.state.as_str(), end.exit_code)
-                    .await
+            Notice::JobFinished {
+                id,
+                login,
+                run_as,
+                end,
+            } => {
+                for (peer, caller) in callers.peers() {
+                    let involved = crate::access::act_for(&caller, login).is_ok()
+                        || caller.name.as_deref() == Some(run_as.as_str());
+                    if involved {
+                        let Ok(peer) = zbus::names::BusName::try_from(peer.as_str()) else {
+                            continue;
+                        };
+                        let to = emitter.clone().set_destination(peer);
+                        let state = end.state.as_str();
+                        sent = sent.and(
+                            JobsInterface::job_finished(&to, id, run_as, state, end.exit_code)
+                                .await,
+                        );
+                    }
+                }
             }
-        };
+        }
         if let Err(err) = sent {
-            tracing::warn!("cannot emit {notice:?}: {err}");
+            tracing::debug!("cannot emit {notice:?}: {err}");
         }
     }
 }

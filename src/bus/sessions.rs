@@ -52,10 +52,14 @@ impl SessionsInterface {
         #[zbus(header)] header: Header<'_>,
         ticket: String,
     ) -> Result<SessionIdentity, BusError> {
+        let fast_ticket = ticket.clone();
         self.0
-            .call(connection, &header, move |a, c| {
-                a.resolve_ticket(c, &ticket)
-            })
+            .call_fast(
+                connection,
+                &header,
+                move |a, c| a.resolve_ticket_cached(c, &fast_ticket),
+                move |a, c| a.resolve_ticket(c, &ticket),
+            )
             .await
     }
 

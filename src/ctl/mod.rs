@@ -426,6 +426,7 @@ fn check_files(paths: &[PathBuf], json: bool) -> ExitCode {
         }
     }
     let rules = files.iter().map(|f| f.rules.len()).sum::<usize>();
+    let files = files.into_iter().map(std::sync::Arc::new).collect();
     if errors.is_empty()
         && let Err(err) = CompiledRules::compile(files, Vec::new())
     {
@@ -463,29 +464,7 @@ async fn fetch_audit(admin: &AdminProxy<'_>, since: u64) -> Result<Vec<Record>, 
 
 async fn audit_log(admin: &AdminProxy<'_>, since: u64, verify: bool, json: bool) -> Outcome {
     if verify {
-        let records = fetch_audit(admin, 1).await?;
-        let result = audit::verify(&records);
-        let head = records
-            .last()
-            .and_then(|r| r.get(audit::HASH))
-            .cloned()
-            .unwrap_or_default();
-        if json {
-            print_json(&match &result {
-                Ok(n) => json!({ "intact": true, "records": n, "head": head }),
-                Err(b) => json!({ "intact": false, "broken_at": b.seq, "why": b.why }),
-            });
-        } else {
-            match &result {
-                Ok(n) => println!("audit chain intact: {n} records, head {head}"),
-                Err(broken) => println!("{broken}"),
-            }
-        }
-        return Ok(if result.is_ok() {
-            ExitCode::SUCCESS
-        } else {
-            ExitCode::FAILURE
-        });
+        return verify_audit(admin, json).await;
     }
     let records = fetch_audit(admin, since).await?;
     if json {
@@ -506,6 +485,178 @@ async fn audit_log(admin: &AdminProxy<'_>, since: u64, verify: bool, json: bool)
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// What `audit --verify` found.
+#[derive(Default)]
+struct Verification {
+    records: u64,
+    /// The first record where the chain does not verify.
+    broken_at: Option<u64>,
+    problems: Vec<String>,
+    journal: String,
+}
+
+/// Walks the retained chain from the checkpoint pruning left to the head, reports the
+/// losses the daemon recorded (`audit-gap`), and compares the chain with the copy in
+/// journald when that can be read.
+async fn verify_audit(admin: &AdminProxy<'_>, json: bool) -> Outcome {
+    let (chain, checkpoint_seq, checkpoint_hash, head_seq, head_hash) = admin.audit_head().await?;
+    let records = fetch_audit(admin, checkpoint_seq + 1).await?;
+    let mut found = Verification::default();
+    match audit::verify_from(checkpoint_seq, &checkpoint_hash, &records) {
+        Ok(n) => found.records = n,
+        Err(broken) => {
+            found.broken_at = Some(broken.seq);
+            found.problems.push(broken.to_string());
+        }
+    }
+    let get = |r: &Record, k: &str| r.get(k).cloned().unwrap_or_default();
+    if let Some(last) = records.last()
+        && (get(last, audit::SEQ) != head_seq.to_string() || get(last, audit::HASH) != head_hash)
+    {
+        found.problems.push(format!(
+            "the log ends at record {} but the daemon's head is record {head_seq}",
+            get(last, audit::SEQ)
+        ));
+    }
+    for record in records
+        .iter()
+        .filter(|r| get(r, audit::EVENT) == "audit-gap")
+    {
+        found.problems.push(format!(
+            "record {} says audit records were lost: {}",
+            get(record, audit::SEQ),
+            get(record, "missing")
+        ));
+    }
+    if checkpoint_seq > 0 {
+        let attested = records.iter().any(|r| {
+            get(r, audit::EVENT) == "audit-pruned"
+                && get(r, "to_seq") == checkpoint_seq.to_string()
+                && get(r, "checkpoint_hash") == checkpoint_hash
+        });
+        if !attested {
+            found.problems.push(format!(
+                "the chain starts after record {checkpoint_seq}, but no audit-pruned record                  says that record was pruned"
+            ));
+        }
+    }
+    compare_with_journal(&chain, checkpoint_seq, head_seq, &records, &mut found);
+    let intact = found.problems.is_empty();
+    if json {
+        print_json(&json!({
+            "intact": intact, "records": found.records, "chain": chain,
+            "broken_at": found.broken_at,
+            "checkpoint": checkpoint_seq, "head": head_seq, "head_hash": head_hash,
+            "problems": found.problems, "journal": found.journal,
+        }));
+    } else if intact {
+        let from = if checkpoint_seq > 0 {
+            format!(
+                " (records {}–{head_seq}; older ones pruned)",
+                checkpoint_seq + 1
+            )
+        } else {
+            String::new()
+        };
+        println!(
+            "audit chain intact: {} {}{from}, head {head_hash}",
+            found.records,
+            if found.records == 1 {
+                "record"
+            } else {
+                "records"
+            }
+        );
+        println!("{}", found.journal);
+    } else {
+        for problem in &found.problems {
+            println!("{problem}");
+        }
+        println!("{}", found.journal);
+    }
+    Ok(if intact {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// Cross-checks the store's records with the copies journald holds of chain `chain`
+/// (sent with every record once it was durable): a copy whose record the store lacks,
+/// or holds with another hash, is a loss.
+fn compare_with_journal(
+    chain: &str,
+    checkpoint: u64,
+    head: u64,
+    records: &[Record],
+    found: &mut Verification,
+) {
+    let output = std::process::Command::new("journalctl")
+        .args([
+            "-o",
+            "json",
+            "--no-pager",
+            "--output-fields=PROXYUSERD_SEQ,PROXYUSERD_HASH",
+        ])
+        .arg("SYSLOG_IDENTIFIER=proxyuserd-audit")
+        .arg(format!("PROXYUSERD_CHAIN={chain}"))
+        .stderr(std::process::Stdio::null())
+        .output();
+    let output = match output {
+        Ok(output) if output.status.success() => output,
+        Ok(_) | Err(_) => {
+            found.journal = "journald copy not checked (journalctl cannot read it here)".into();
+            return;
+        }
+    };
+    // The hash of what the store holds now, recomputed: an edited record whose hash
+    // field was left alone differs from its copy too.
+    let stored: std::collections::HashMap<String, String> = records
+        .iter()
+        .map(|r| {
+            let seq = r.get(audit::SEQ).cloned().unwrap_or_default();
+            (seq, audit::record_hash(r))
+        })
+        .collect();
+    let mut copies = 0u64;
+    let mut lost = Vec::new();
+    for line in String::from_utf8_lossy(&output.stdout).lines() {
+        let Ok(entry) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
+        let (Some(seq), Some(hash)) = (
+            entry["PROXYUSERD_SEQ"].as_str(),
+            entry["PROXYUSERD_HASH"].as_str(),
+        ) else {
+            continue;
+        };
+        let Ok(n) = seq.parse::<u64>() else { continue };
+        copies += 1;
+        if n <= checkpoint {
+            continue;
+        }
+        match stored.get(seq) {
+            Some(h) if h == hash => {}
+            Some(_) => lost.push(format!("record {seq} differs from its journald copy")),
+            None if n > head => lost.push(format!("record {seq} is in journald, after the head")),
+            None => lost.push(format!("record {seq} is in journald but not in the log")),
+        }
+    }
+    if copies == 0 {
+        found.journal = "journald holds no copy of this chain".into();
+        return;
+    }
+    found.journal = format!(
+        "journald holds {copies} copies of this chain's records: {}",
+        if lost.is_empty() {
+            "all match"
+        } else {
+            "some do not match"
+        }
+    );
+    found.problems.extend(lost);
 }
 
 /// A bare program name is looked up on the caller's PATH, as a shell would; the daemon

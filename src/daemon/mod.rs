@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use tokio::signal::unix::{SignalKind, signal};
@@ -47,12 +48,11 @@ pub fn init_logging() {
 /// Runs the daemon until SIGTERM or SIGINT.
 pub async fn run(config: Config) -> Result<(), String> {
     sys::ignore_sigxfsz();
-    std::fs::create_dir_all(&config.state_dir).map_err(|e| {
-        format!(
-            "cannot create state directory {}: {e}",
-            config.state_dir.display()
-        )
-    })?;
+    // Nothing the daemon creates is for others, and nothing should reach its working
+    // directory through /proc/PID/cwd.
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
+    std::env::set_current_dir("/").map_err(|e| format!("cannot change to /: {e}"))?;
+    crate::authority::secure_state_dir(&config.state_dir)?;
     let journal = Journal::connect(std::path::Path::new(journal::SOCKET));
     if journal.is_none() {
         tracing::warn!(
@@ -62,8 +62,9 @@ pub async fn run(config: Config) -> Result<(), String> {
     }
     let backend = exec_backend(&config.exec).await?;
     tracing::info!("jobs run with the {} backend", backend.name());
+    let runtime = tokio::runtime::Handle::current();
     let (authority, notices) =
-        tokio::task::spawn_blocking(move || Authority::open(config, journal, backend))
+        tokio::task::spawn_blocking(move || Authority::open(config, journal, backend, runtime))
             .await
             .map_err(|e| e.to_string())??;
     let callers = Arc::new(Callers::new(authority.clone()));
@@ -86,11 +87,16 @@ pub async fn run(config: Config) -> Result<(), String> {
         .build()
         .await
         .map_err(|e| format!("cannot serve {BUS_NAME} on the system bus: {e}"))?;
-    tokio::spawn(bus::forward_notices(connection.clone(), notices));
+    tokio::spawn(bus::forward_notices(
+        connection.clone(),
+        callers.clone(),
+        notices,
+    ));
     tokio::spawn(callers.clone().forget_departed(connection.clone()));
     tokio::spawn(watch_expiry(authority.clone()));
     tokio::spawn(prune_jobs(authority.clone()));
     tokio::spawn(purge_sessions(authority.clone()));
+    tokio::spawn(prune_audit(authority.clone()));
     tracing::info!(
         "proxyuserd {} serving {BUS_NAME}, rules generation {}",
         env!("CARGO_PKG_VERSION"),
@@ -101,6 +107,7 @@ pub async fn run(config: Config) -> Result<(), String> {
     let mut terminate = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
     let mut interrupt = signal(SignalKind::interrupt()).map_err(|e| e.to_string())?;
     let mut health = tokio::time::interval(Duration::from_secs(1));
+    let recovering = Arc::new(AtomicBool::new(false));
     let watchdog = sys::watchdog_enabled();
     loop {
         tokio::select! {
@@ -109,9 +116,14 @@ pub async fn run(config: Config) -> Result<(), String> {
                 if watchdog {
                     sys::notify("WATCHDOG=1");
                 }
-                if authority.store_failed() {
-                    return Err("the state store failed (memory may be ahead of the disk): exiting so that \
-                                a restart reopens it with what is on disk".into());
+                // A store that failed (a full disk) takes writes again once it can
+                // be reopened: tried each second, off the main loop.
+                if authority.store_unavailable().is_some() && !recovering.swap(true, Ordering::AcqRel) {
+                    let (authority, recovering) = (authority.clone(), recovering.clone());
+                    tokio::task::spawn_blocking(move || {
+                        authority.recover_store();
+                        recovering.store(false, Ordering::Release);
+                    });
                 }
             }
             _ = hangup.recv() => {
@@ -146,7 +158,7 @@ pub async fn run(config: Config) -> Result<(), String> {
     }
     tokio::task::spawn_blocking(move || {
         authority.stop_jobs();
-        authority.flush()
+        authority.close()
     })
     .await
     .map_err(|e| e.to_string())??;
@@ -211,6 +223,15 @@ async fn prune_jobs(authority: Arc<Authority>) {
     }
     let every = Duration::from_secs(retention.clamp(1, 600));
     periodically(every, "pruning old jobs", move || authority.prune_jobs()).await
+}
+
+/// Keeps the audit log within `audit.max_bytes` and `audit.retention_secs`.
+async fn prune_audit(authority: Arc<Authority>) {
+    let every = Duration::from_secs(60);
+    periodically(every, "pruning the audit log", move || {
+        authority.prune_audit().map(|n| n as usize)
+    })
+    .await
 }
 
 /// Ends expired sessions soon after they expire.

@@ -280,6 +280,25 @@ fn pidfd_open(pid: u32) -> io::Result<AsyncFd<OwnedFd>> {
     Ok(unsafe { AsyncFd::register_with_interest(fd, Interest::READABLE) }?)
 }
 
+/// Whether a failed spawn was the request's fault (a program or working directory that
+/// is not there or not allowed, an argument list too long) rather than the system's.
+pub fn is_request_error(err: &io::Error) -> bool {
+    matches!(
+        err.raw_os_error(),
+        Some(
+            libc::ENOENT
+                | libc::EACCES
+                | libc::ENOTDIR
+                | libc::ENOEXEC
+                | libc::E2BIG
+                | libc::ELOOP
+                | libc::ENAMETOOLONG
+                | libc::EISDIR
+                | libc::ETXTBSY
+        )
+    )
+}
+
 /// SIGKILL to a job's whole process group. Gone already is fine.
 pub fn kill_group(pgid: u32) {
     if pgid > 1 {

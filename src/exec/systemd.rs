@@ -114,6 +114,23 @@ impl UnitWatch {
     }
 }
 
+/// Why a unit did not start, and whether the request was at fault (a program or a
+/// working directory that is not there) or the system (systemd refused, timed out).
+#[derive(Debug)]
+pub struct StartError {
+    pub caller_fault: bool,
+    pub message: String,
+}
+
+impl StartError {
+    fn system(message: String) -> Self {
+        StartError {
+            caller_fault: false,
+            message,
+        }
+    }
+}
+
 pub struct Systemd {
     connection: Connection,
     manager: ManagerProxy<'static>,
@@ -224,7 +241,7 @@ impl Systemd {
         spec: &JobSpec,
         limits: &SliceLimits,
         timeout_secs: u64,
-    ) -> Result<UnitWatch, String> {
+    ) -> Result<UnitWatch, StartError> {
         let slice = slice_of(&spec.user);
         let mut slice_props: Vec<(&str, Variant<'_>)> = Vec::new();
         if limits.cpu_quota_percent > 0 {
@@ -243,7 +260,9 @@ impl Systemd {
             self.manager
                 .set_unit_properties(&slice, true, &slice_props)
                 .await
-                .map_err(|e| format!("cannot set the limits of {slice}: {e}"))?;
+                .map_err(|e| {
+                    StartError::system(format!("cannot set the limits of {slice}: {e}"))
+                })?;
         }
         let env: Vec<String> = spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
         // What the service manager would add on its own, so the job's environment is
@@ -298,12 +317,12 @@ impl Systemd {
             .manager
             .receive_job_removed()
             .await
-            .map_err(|e| format!("cannot watch systemd jobs: {e}"))?;
+            .map_err(|e| StartError::system(format!("cannot watch systemd jobs: {e}")))?;
         let job = self
             .manager
             .start_transient_unit(unit, "fail", &props, &[])
             .await
-            .map_err(|e| format!("systemd refused to start {unit}: {e}"))?;
+            .map_err(|e| StartError::system(format!("systemd refused to start {unit}: {e}")))?;
         let finished = async {
             loop {
                 let Some(signal) = next(&mut removed).await else {
@@ -316,13 +335,13 @@ impl Systemd {
             }
         };
         let result = match tokio::time::timeout(START_TIMEOUT, finished).await {
-            Ok(result) => result?,
+            Ok(result) => result.map_err(StartError::system)?,
             Err(_) => {
                 self.kill(unit).await;
                 let _ = self.manager.unref_unit(unit).await;
-                return Err(format!(
+                return Err(StartError::system(format!(
                     "systemd did not start {unit} within {START_TIMEOUT:?}"
-                ));
+                )));
             }
         };
         if result == "done" {
@@ -341,10 +360,15 @@ impl Systemd {
             return Ok(UnitWatch { changes });
         }
         let _ = self.manager.unref_unit(unit).await;
-        Err(format!(
-            "{} (systemd job {result}, exit status {status})",
-            exec_failure(status)
-        ))
+        // systemd's own codes for what the request got wrong (no program, no working
+        // directory, no user) are the caller's; the others are the system's.
+        Err(StartError {
+            caller_fault: matches!(status, 200 | 203 | 217),
+            message: format!(
+                "{} (systemd job {result}, exit status {status})",
+                exec_failure(status)
+            ),
+        })
     }
 
     /// How a unit's main process ended, once it has.

@@ -492,7 +492,7 @@ impl PairIndex {
 /// A validated, indexed rule set. Immutable: a change builds a new one.
 #[derive(Debug, Default)]
 pub struct CompiledRules {
-    files: Vec<RuleFile>,
+    files: Vec<Arc<RuleFile>>,
     live: Vec<Rule>,
     /// By rule index: file rules first (in file order), then live rules.
     ids: Vec<Arc<str>>,
@@ -503,7 +503,7 @@ pub struct CompiledRules {
 
 impl CompiledRules {
     /// Validates the whole set (files in the given order, then live rules) and indexes it.
-    pub fn compile(files: Vec<RuleFile>, live: Vec<Rule>) -> Result<Self, RuleError> {
+    pub fn compile(files: Vec<Arc<RuleFile>>, live: Vec<Rule>) -> Result<Self, RuleError> {
         let mut proxy_users: HashMap<String, Location> = HashMap::new();
         let mut proxy_groups: HashMap<String, Location> = HashMap::new();
         let all_rules = files.iter().flat_map(|f| f.rules.iter()).chain(live.iter());
@@ -607,7 +607,7 @@ impl CompiledRules {
     }
 
     /// The drop-in files this set was built from.
-    pub fn files(&self) -> &[RuleFile] {
+    pub fn files(&self) -> &[Arc<RuleFile>] {
         &self.files
     }
 
@@ -663,6 +663,13 @@ impl CompiledRules {
             },
             _ => Decision::Denied(Denial::NoRule),
         }
+    }
+
+    /// Whether the rules make `subject` proxy-type (named as a proxy user or target, or
+    /// in a group that is).
+    pub fn is_proxy_type(&self, subject: &Subject<'_>) -> bool {
+        let mut keys = Keys::default();
+        self.symbols.keys(subject, false, &mut keys)
     }
 
     /// The targets that active allow rules offer `login`: user names and group names

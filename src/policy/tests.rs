@@ -1,4 +1,5 @@
 use super::*;
+use std::sync::Arc;
 
 const NOW: Micros = 1_800_000_000_000_000; // 2027-01-15
 
@@ -10,7 +11,7 @@ fn compile(texts: &[&str]) -> CompiledRules {
     let files = texts
         .iter()
         .enumerate()
-        .map(|(i, t)| file(&format!("/etc/r/{i:02}.toml"), t))
+        .map(|(i, t)| Arc::new(file(&format!("/etc/r/{i:02}.toml"), t)))
         .collect();
     CompiledRules::compile(files, Vec::new()).unwrap_or_else(|e| panic!("{e}"))
 }
@@ -213,7 +214,8 @@ fn chaining_is_a_validation_error_across_files() {
         "/r/20.toml",
         "[[allow]]\nlogins=[\"bob\", \"etl\"]\nproxies=[\"other\"]\n",
     );
-    let err = CompiledRules::compile(vec![a.clone(), b], Vec::new()).unwrap_err();
+    let err =
+        CompiledRules::compile(vec![Arc::new(a.clone()), Arc::new(b)], Vec::new()).unwrap_err();
     assert_eq!(
         err.to_string(),
         "/r/20.toml:2:16: etl is a proxy user (made one at /r/10.toml:3:10) and proxy users cannot proxy"
@@ -222,7 +224,7 @@ fn chaining_is_a_validation_error_across_files() {
         "/r/30.toml",
         "[proxy_users]\ngroups=[\"svc\"]\n[[allow]]\nlogin_groups=[\"svc\"]\nproxies=[\"x\"]\n",
     );
-    let err = CompiledRules::compile(vec![c], Vec::new()).unwrap_err();
+    let err = CompiledRules::compile(vec![Arc::new(c)], Vec::new()).unwrap_err();
     assert!(
         err.to_string()
             .starts_with("/r/30.toml:4:15: group svc holds proxy users"),
@@ -230,7 +232,7 @@ fn chaining_is_a_validation_error_across_files() {
     );
     // A live rule is checked against the files as well.
     let live = parse_live_rule("live-1", "[[allow]]\nlogins=[\"etl\"]\nproxies=[\"x\"]\n").unwrap();
-    let err = CompiledRules::compile(vec![a], vec![live]).unwrap_err();
+    let err = CompiledRules::compile(vec![Arc::new(a)], vec![live]).unwrap_err();
     assert!(
         err.to_string().starts_with("rule:2:9: etl is a proxy user"),
         "{err}"

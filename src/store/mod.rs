@@ -1,23 +1,49 @@
 //! The durable state, in sled: one tree per kind of record. Nothing outside this module
-//! sees sled; callers read typed records and hand in [`Write`]s that [`Store::commit`]
-//! applies atomically and flushes to disk before returning.
+//! sees sled; callers read typed records and hand in [`Write`]s that [`Store::apply`]
+//! applies atomically.
+//!
+//! Durability is a group commit: `apply` changes memory and returns a [`Ticket`]; one
+//! committer thread flushes whatever has been applied (sled's log, the blob files it
+//! wrote, an `fdatasync`) and then wakes everyone whose ticket that flush covered, so
+//! concurrent writers share one flush. Nobody may be told of a change before
+//! [`Store::wait_durable`] (or [`Store::durable`]) has returned for its ticket.
+//!
+//! When a flush fails (a full disk), memory may be ahead of the disk and sled refuses
+//! all further writes: the store then refuses writes (`Unavailable`) but keeps serving
+//! reads, and [`Store::reopen`] (driven by the daemon, once there is room again) reopens
+//! it on what is on disk. A small reserve file, released when the disk fills up, leaves
+//! room to reopen and to go on recording.
 
-use std::collections::BTreeMap;
+mod commit;
+mod records;
+mod schema;
+mod typed;
+
+use std::collections::HashSet;
+use std::ffi::OsString;
 use std::fmt;
-use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
+use arc_swap::ArcSwapOption;
+use serde::Serialize;
 use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
 use sled::Transactional;
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 
-use crate::time::Micros;
+pub use commit::{Hooks, Ticket};
+pub use records::{
+    Association, AuditStats, Checkpoint, JobEnd, JobRecord, JobState, RuleSnapshot, SessionKind,
+    SessionRecord,
+};
+pub use schema::SCHEMA_VERSION;
+pub use typed::keys;
 
 /// The trees of the store.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Tree {
-    /// Counters and the last good rule files.
+    /// Schema version, counters, audit statistics and checkpoint, the rule snapshot.
     Meta,
     /// login → [`Association`].
     Associations,
@@ -25,28 +51,34 @@ pub enum Tree {
     Rules,
     /// big-endian sequence number → audit record.
     Audit,
-    /// job id → job record.
+    /// job id → [`JobRecord`].
     Jobs,
-    /// ticket hash → session record.
+    /// run-as user, NUL, big-endian start time, job id → "" (a user's jobs in order).
+    JobsByUser,
+    /// ticket hash → [`SessionRecord`].
     Sessions,
+    /// login, NUL, ticket hash → "" (a login's sessions).
+    SessionsByLogin,
 }
 
-const TREES: [(Tree, &str); 6] = [
+const TREES: [(Tree, &str); 8] = [
     (Tree::Meta, "meta"),
     (Tree::Associations, "associations"),
     (Tree::Rules, "rules"),
     (Tree::Audit, "audit"),
     (Tree::Jobs, "jobs"),
+    (Tree::JobsByUser, "jobs-by-user"),
     (Tree::Sessions, "sessions"),
+    (Tree::SessionsByLogin, "sessions-by-login"),
 ];
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub enum StoreError {
     /// The database could not be opened, read or written.
     Io(String),
-    /// A change that did not reach the disk could not be undone in memory either, so
-    /// memory may be ahead of the disk: the store refuses all use until reopened.
-    Failed,
+    /// The store takes no writes now: a flush failed (memory may be ahead of the disk)
+    /// or the store could not be opened; it is reopened once that can work again.
+    Unavailable(String),
     /// A record on disk does not decode.
     Corrupt {
         tree: &'static str,
@@ -59,10 +91,7 @@ impl fmt::Display for StoreError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             StoreError::Io(why) => write!(f, "state store: {why}"),
-            StoreError::Failed => write!(
-                f,
-                "state store: a write failed and could not be undone; proxyuserd must be restarted"
-            ),
+            StoreError::Unavailable(why) => write!(f, "state store takes no writes: {why}"),
             StoreError::Corrupt { tree, key, why } => {
                 write!(
                     f,
@@ -81,7 +110,7 @@ impl From<sled::Error> for StoreError {
     }
 }
 
-/// One change to apply in a [`Store::commit`].
+/// One change to apply in a [`Store::apply`].
 #[derive(Debug, Clone)]
 pub struct Write {
     tree: Tree,
@@ -99,6 +128,15 @@ impl Write {
         }
     }
 
+    /// A key with an empty value (index entries).
+    pub fn mark(tree: Tree, key: impl Into<Vec<u8>>) -> Self {
+        Write {
+            tree,
+            key: key.into(),
+            value: Some(Vec::new()),
+        }
+    }
+
     pub fn delete(tree: Tree, key: impl Into<Vec<u8>>) -> Self {
         Write {
             tree,
@@ -107,201 +145,177 @@ impl Write {
         }
     }
 
-    /// The audit record with sequence number `seq`.
-    pub fn audit(seq: u64, record: &BTreeMap<String, String>) -> Self {
-        Write::put(Tree::Audit, seq.to_be_bytes(), record)
-    }
-}
-
-/// A login's current proxy.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Association {
-    pub proxy: String,
-    /// When it was set.
-    pub since: Micros,
-    /// uid of the caller that set it.
-    pub by_uid: u32,
-}
-
-/// A job: what ran, for whom, as whom, and how it ended.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct JobRecord {
-    pub id: String,
-    /// The login that submitted it.
-    pub login: String,
-    /// The user it ran as (the login's effective user then).
-    pub run_as: String,
-    pub uid: u32,
-    pub argv: Vec<String>,
-    pub cwd: String,
-    pub state: JobState,
-    pub started: Micros,
-    /// 0 while running.
-    pub finished: Micros,
-    /// The exit code (`exited`), 128 + signal (`killed`), -1 (`failed`).
-    pub exit_code: i32,
-    pub signal: Option<i32>,
-    /// Why it was killed or failed.
-    pub reason: String,
-    pub stdout_bytes: u64,
-    pub stderr_bytes: u64,
-    pub caller_uid: u32,
-    pub caller_pid: u32,
-    pub caller: String,
-    /// Process id and its start time (clock ticks since boot), to recognize the job's
-    /// process group after a daemon crash.
-    pub pid: u32,
-    pub pid_start: u64,
-    /// The transient unit it ran in (systemd backend), else "".
-    #[serde(default)]
-    pub unit: String,
-}
-
-impl JobRecord {
-    pub fn running(&self) -> bool {
-        self.state == JobState::Running
-    }
-
-    /// How the job ended (meaningful once it is not running).
-    pub fn end(&self) -> JobEnd {
-        JobEnd {
-            state: self.state,
-            exit_code: self.exit_code,
+    /// The audit record with sequence number `seq`, already serialized.
+    pub fn audit(seq: u64, record: Vec<u8>) -> Self {
+        Write {
+            tree: Tree::Audit,
+            key: seq.to_be_bytes().to_vec(),
+            value: Some(record),
         }
     }
-}
 
-/// How a job ended, as `Wait` answers: its final state and exit code (the exit status,
-/// 128 + signal, or -1).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct JobEnd {
-    pub state: JobState,
-    pub exit_code: i32,
-}
-
-/// Where a job is in its life; stored (and shown) as its lower-case name.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum JobState {
-    Running,
-    /// Its program exited by itself; the exit code is its status.
-    Exited,
-    /// It was killed by a signal (by the daemon: cancel, timeout, output cap).
-    Killed,
-    /// It never ran, or its end is unknown (the daemon stopped while it ran).
-    Failed,
-}
-
-impl JobState {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            JobState::Running => "running",
-            JobState::Exited => "exited",
-            JobState::Killed => "killed",
-            JobState::Failed => "failed",
-        }
+    /// Bytes this write adds to the store (its key and value).
+    pub fn size(&self) -> usize {
+        self.key.len() + self.value.as_ref().map_or(0, Vec::len)
     }
 }
 
-impl fmt::Display for JobState {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
+/// Sizes of the store.
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    /// sled's page cache.
+    pub cache_bytes: u64,
+    /// The reserve file kept beside the store, released when the disk fills up.
+    pub reserve_bytes: u64,
 }
 
-/// What a web session ticket is; stored as its lower-case name.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum SessionKind {
-    /// A login ticket: the login the gateway authenticated.
-    Login,
-    /// A proxy ticket, bound to a login ticket.
-    Proxy,
-}
-
-impl SessionKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            SessionKind::Login => "login",
-            SessionKind::Proxy => "proxy",
-        }
-    }
-}
-
-/// A session ticket, stored under the SHA-256 of the ticket (never the ticket).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SessionRecord {
-    /// A short, non-reversible id (a prefix of the key hash) for audit and admins.
-    pub id: String,
-    pub kind: SessionKind,
-    pub login: String,
-    /// The proxy of a proxy ticket; "" for a login ticket.
-    pub proxy: String,
-    /// The key of the login ticket a proxy ticket is bound to; "" for a login ticket.
-    pub parent: String,
-    pub created: Micros,
-    pub last_used: Micros,
-    /// Absolute end (created + ttl).
-    pub expires: Micros,
-    pub by_uid: u32,
-}
-
-/// The rule files of the last rule set that validated, so a daemon that starts with
-/// broken files keeps serving the rules it had.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RuleSnapshot {
-    pub generation: u64,
-    /// (path, text) in load order.
-    pub files: Vec<(String, String)>,
-}
-
-const SNAPSHOT_KEY: &[u8] = b"rule-files";
-const LIVE_COUNTER_KEY: &[u8] = b"live-rule-counter";
-
-pub struct Store {
-    db: sled::Db,
+/// An open sled database and its trees.
+struct Db {
+    sled: sled::Db,
     trees: Vec<sled::Tree>,
     /// sled's log file. sled 0.34 makes its writes stable with `sync_file_range`, which
     /// neither commits the file's metadata (its growing size) nor flushes the disk's
-    /// cache: a power loss could still lose them. An `fdatasync` of the file after
-    /// sled's flush makes a commit durable.
-    log: std::fs::File,
-    failed: AtomicBool,
+    /// cache: an `fdatasync` of the file after sled's flush makes a commit durable.
+    log: File,
+    /// Blob files (large pages, written beside the log without a sync) already synced.
+    synced_blobs: Mutex<HashSet<OsString>>,
 }
 
-impl Store {
-    /// Opens (creating if needed) the store in `dir`.
-    pub fn open(dir: &Path) -> Result<Self, StoreError> {
-        let db = sled::Config::new()
-            .path(dir)
-            .cache_capacity(64 * 1024 * 1024)
-            .open()
-            .map_err(|e| StoreError::Io(format!("cannot open {}: {e}", dir.display())))?;
+impl Db {
+    fn open(dir: &Path, config: &StoreConfig) -> Result<Self, StoreError> {
+        let open = || {
+            sled::Config::new()
+                .path(dir)
+                .cache_capacity(config.cache_bytes)
+                .open()
+        };
+        // A database closed a moment ago may still hold its file lock while its
+        // background thread ends.
+        let mut opened = open();
+        for _ in 0..100 {
+            match &opened {
+                Err(sled::Error::Io(e)) if e.to_string().contains("could not acquire lock") => {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                    opened = open();
+                }
+                _ => break,
+            }
+        }
+        let sled =
+            opened.map_err(|e| StoreError::Io(format!("cannot open {}: {e}", dir.display())))?;
         let trees = TREES
             .iter()
-            .map(|(_, name)| db.open_tree(name))
+            .map(|(_, name)| sled.open_tree(name))
             .collect::<Result<_, _>>()?;
-        let log = std::fs::File::open(dir.join("db")).map_err(|e| {
+        let log = File::open(dir.join("db")).map_err(|e| {
             StoreError::Io(format!("cannot open {}: {e}", dir.join("db").display()))
         })?;
-        Ok(Store {
-            db,
+        Ok(Db {
+            sled,
             trees,
             log,
-            failed: AtomicBool::new(false),
+            synced_blobs: Mutex::new(HashSet::new()),
         })
     }
 
-    /// True once a failed write could not be undone (see [`StoreError::Failed`]).
-    pub fn failed(&self) -> bool {
-        self.failed.load(Ordering::Acquire)
+    fn tree(&self, tree: Tree) -> &sled::Tree {
+        &self.trees[tree as usize]
     }
 
-    fn tree(&self, tree: Tree) -> Result<&sled::Tree, StoreError> {
-        if self.failed() {
-            return Err(StoreError::Failed);
+    /// Makes everything applied so far durable: sled's flush, the blob files it wrote
+    /// since the last time (and their directory), then the log's `fdatasync`.
+    fn flush(&self, dir: &Path) -> Result<(), String> {
+        self.sled.flush().map_err(|e| e.to_string())?;
+        self.sync_blobs(&dir.join("blobs"))?;
+        self.log
+            .sync_data()
+            .map_err(|e| format!("fdatasync of the log failed: {e}"))
+    }
+
+    fn sync_blobs(&self, blobs: &Path) -> Result<(), String> {
+        let entries = match std::fs::read_dir(blobs) {
+            Ok(entries) => entries,
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(err) => return Err(format!("{}: {err}", blobs.display())),
+        };
+        let mut synced = self.synced_blobs.lock().unwrap_or_else(|e| e.into_inner());
+        let mut present = HashSet::new();
+        let mut new = false;
+        for entry in entries {
+            let name = entry.map_err(|e| e.to_string())?.file_name();
+            if !synced.contains(&name) {
+                let path = blobs.join(&name);
+                match File::open(&path) {
+                    Ok(file) => file
+                        .sync_all()
+                        .map_err(|e| format!("fsync of {}: {e}", path.display()))?,
+                    // Collected by sled meanwhile.
+                    Err(err) if err.kind() == std::io::ErrorKind::NotFound => continue,
+                    Err(err) => return Err(format!("{}: {err}", path.display())),
+                }
+                new = true;
+            }
+            present.insert(name);
         }
-        Ok(&self.trees[tree as usize])
+        *synced = present;
+        if new {
+            File::open(blobs)
+                .and_then(|d| d.sync_all())
+                .map_err(|e| format!("fsync of {}: {e}", blobs.display()))?;
+        }
+        Ok(())
+    }
+}
+
+pub struct Store {
+    dir: PathBuf,
+    config: StoreConfig,
+    db: ArcSwapOption<Db>,
+    commits: Arc<commit::Commits>,
+}
+
+impl Store {
+    /// Opens (creating if needed) the store in `dir`, migrating an older schema. On a
+    /// full disk it releases its reserve to be able to open.
+    pub fn open(dir: &Path, config: StoreConfig) -> Result<Self, StoreError> {
+        let db = match Db::open(dir, &config) {
+            Err(err) if is_disk_full(&err) => {
+                release_reserve(dir);
+                Db::open(dir, &config)?
+            }
+            opened => opened?,
+        };
+        let db = Arc::new(db);
+        let store = Store {
+            dir: dir.to_path_buf(),
+            config,
+            db: ArcSwapOption::from(Some(db.clone())),
+            commits: commit::Commits::start(dir.to_path_buf()),
+        };
+        schema::migrate(&store, &db)?;
+        store.commits.set_db(Some(db));
+        store.keep_reserve();
+        Ok(store)
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Installs what the committer does around each flush.
+    pub fn set_hooks(&self, hooks: Hooks) {
+        self.commits.set_hooks(hooks);
+    }
+
+    fn db(&self) -> Result<Arc<Db>, StoreError> {
+        self.db
+            .load_full()
+            .ok_or_else(|| StoreError::Unavailable(self.commits.failure().unwrap_or_default()))
+    }
+
+    /// Why the store takes no writes, if it does not.
+    pub fn unavailable(&self) -> Option<String> {
+        self.commits.failure()
     }
 
     fn decode<T: DeserializeOwned>(tree: Tree, key: &[u8], value: &[u8]) -> Result<T, StoreError> {
@@ -312,28 +326,118 @@ impl Store {
         })
     }
 
+    /// The value at `key` in `tree` as it is on disk when the store failed (through
+    /// the overlay), else as it is.
+    fn raw(&self, tree: Tree, key: &[u8]) -> Result<Option<sled::IVec>, StoreError> {
+        if let Some(overlay) = self.commits.overlay()
+            && let Some(old) = overlay.get(&(tree, key.to_vec()))
+        {
+            return Ok(old.clone());
+        }
+        Ok(self.db()?.tree(tree).get(key)?)
+    }
+
     /// The record at `key` in `tree`.
     pub fn get<T: DeserializeOwned>(
         &self,
         tree: Tree,
         key: &[u8],
     ) -> Result<Option<T>, StoreError> {
-        match self.tree(tree)?.get(key)? {
+        match self.raw(tree, key)? {
             Some(value) => Self::decode(tree, key, &value).map(Some),
             None => Ok(None),
         }
     }
 
-    /// Every record of `tree` in key order, starting at `from`.
+    /// Whether `key` is in `tree`.
+    pub fn contains(&self, tree: Tree, key: &[u8]) -> Result<bool, StoreError> {
+        Ok(self.raw(tree, key)?.is_some())
+    }
+
+    /// Up to `limit` entries of `tree` in the key range `range`, in key order (or the
+    /// reverse) — as they are on disk while the store is failed.
+    fn entries(
+        &self,
+        tree: Tree,
+        range: (std::ops::Bound<Vec<u8>>, std::ops::Bound<Vec<u8>>),
+        reverse: bool,
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, sled::IVec)>, StoreError> {
+        let db = self.db()?;
+        let overlay = self.commits.overlay();
+        // Fetch more while an overlay may take some away.
+        let fetch = limit.saturating_add(overlay.as_ref().map_or(0, |o| o.len()));
+        let iter = db.tree(tree).range::<Vec<u8>, _>(range.clone());
+        let items: Vec<(Vec<u8>, sled::IVec)> = if reverse {
+            iter.rev()
+                .take(fetch)
+                .map(|kv| kv.map(|(k, v)| (k.to_vec(), v)))
+                .collect::<Result<_, _>>()?
+        } else {
+            iter.take(fetch)
+                .map(|kv| kv.map(|(k, v)| (k.to_vec(), v)))
+                .collect::<Result<_, _>>()?
+        };
+        let Some(overlay) = overlay else {
+            return Ok(items);
+        };
+        let mut merged: std::collections::BTreeMap<Vec<u8>, sled::IVec> =
+            items.into_iter().collect();
+        for ((t, key), old) in overlay.iter() {
+            if *t != tree || !std::ops::RangeBounds::contains(&range, key) {
+                continue;
+            }
+            match old {
+                Some(old) => merged.insert(key.clone(), old.clone()),
+                None => merged.remove(key),
+            };
+        }
+        Ok(if reverse {
+            merged.into_iter().rev().take(limit).collect()
+        } else {
+            merged.into_iter().take(limit).collect()
+        })
+    }
+
+    /// Up to `limit` records of `tree` in key order, from `from` on.
     pub fn scan<T: DeserializeOwned>(
         &self,
         tree: Tree,
         from: &[u8],
-    ) -> Result<impl Iterator<Item = Result<(Vec<u8>, T), StoreError>> + '_, StoreError> {
-        Ok(self.tree(tree)?.range(from.to_vec()..).map(move |item| {
-            let (key, value) = item?;
-            Ok((key.to_vec(), Self::decode(tree, &key, &value)?))
-        }))
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, T)>, StoreError> {
+        use std::ops::Bound::{Included, Unbounded};
+        self.entries(tree, (Included(from.to_vec()), Unbounded), false, limit)?
+            .into_iter()
+            .map(|(key, value)| {
+                let record = Self::decode(tree, &key, &value)?;
+                Ok((key, record))
+            })
+            .collect()
+    }
+
+    /// Up to `limit` keys of `tree` that start with `prefix`, in key order (or the
+    /// reverse), strictly after (before, in reverse) `after` if given.
+    pub fn keys(
+        &self,
+        tree: Tree,
+        prefix: &[u8],
+        after: Option<&[u8]>,
+        reverse: bool,
+        limit: usize,
+    ) -> Result<Vec<Vec<u8>>, StoreError> {
+        use std::ops::Bound::{Excluded, Included, Unbounded};
+        let end = prefix_end(prefix).map_or(Unbounded, Excluded);
+        let range = match (after, reverse) {
+            (None, _) => (Included(prefix.to_vec()), end),
+            (Some(after), false) => (Excluded(after.to_vec()), end),
+            (Some(after), true) => (Included(prefix.to_vec()), Excluded(after.to_vec())),
+        };
+        Ok(self
+            .entries(tree, range, reverse, limit)?
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect())
     }
 
     /// The record with the greatest key in `tree`.
@@ -341,195 +445,216 @@ impl Store {
         &self,
         tree: Tree,
     ) -> Result<Option<(Vec<u8>, T)>, StoreError> {
-        match self.tree(tree)?.last()? {
-            Some((key, value)) => Ok(Some((key.to_vec(), Self::decode(tree, &key, &value)?))),
+        use std::ops::Bound::Unbounded;
+        match self.entries(tree, (Unbounded, Unbounded), true, 1)?.pop() {
+            Some((key, value)) => {
+                let record = Self::decode(tree, &key, &value)?;
+                Ok(Some((key, record)))
+            }
             None => Ok(None),
         }
     }
 
-    pub fn association(&self, login: &str) -> Result<Option<Association>, StoreError> {
-        self.get(Tree::Associations, login.as_bytes())
+    /// Number of records in `tree` (walks it: for tests and migrations).
+    pub fn count(&self, tree: Tree) -> Result<usize, StoreError> {
+        Ok(self.db()?.tree(tree).len())
     }
 
-    pub fn associations(&self) -> Result<Vec<(String, Association)>, StoreError> {
-        self.scan_named(Tree::Associations)
-    }
-
-    /// Every record of `tree` with its key as text.
-    fn scan_named<T: DeserializeOwned>(&self, tree: Tree) -> Result<Vec<(String, T)>, StoreError> {
-        self.scan(tree, b"")?
-            .map(|r| r.map(|(k, v)| (String::from_utf8_lossy(&k).into_owned(), v)))
-            .collect()
-    }
-
-    pub fn job(&self, id: &str) -> Result<Option<JobRecord>, StoreError> {
-        self.get(Tree::Jobs, id.as_bytes())
-    }
-
-    pub fn jobs(&self) -> Result<Vec<JobRecord>, StoreError> {
-        self.scan(Tree::Jobs, b"")?
-            .map(|r| r.map(|(_, v)| v))
-            .collect()
-    }
-
-    pub fn put_job(job: &JobRecord) -> Write {
-        Write::put(Tree::Jobs, job.id.as_str(), job)
-    }
-
-    pub fn session(&self, key: &str) -> Result<Option<SessionRecord>, StoreError> {
-        self.get(Tree::Sessions, key.as_bytes())
-    }
-
-    /// Every session with its key.
-    pub fn sessions(&self) -> Result<Vec<(String, SessionRecord)>, StoreError> {
-        self.scan_named(Tree::Sessions)
-    }
-
-    pub fn live_rules(&self) -> Result<Vec<(String, String)>, StoreError> {
-        self.scan_named(Tree::Rules)
-    }
-
-    pub fn rule_snapshot(&self) -> Result<Option<RuleSnapshot>, StoreError> {
-        self.get(Tree::Meta, SNAPSHOT_KEY)
-    }
-
-    pub fn put_rule_snapshot(snapshot: &RuleSnapshot) -> Write {
-        Write::put(Tree::Meta, SNAPSHOT_KEY, snapshot)
-    }
-
-    /// The number the next live rule id is made from; bumped with [`Self::put_live_counter`].
-    pub fn live_counter(&self) -> Result<u64, StoreError> {
-        Ok(self.get(Tree::Meta, LIVE_COUNTER_KEY)?.unwrap_or(0))
-    }
-
-    pub fn put_live_counter(value: u64) -> Write {
-        Write::put(Tree::Meta, LIVE_COUNTER_KEY, &value)
-    }
-
-    /// Applies `writes` atomically, leaving them to sled's periodic flush (for data whose
-    /// loss in a crash is harmless).
-    pub fn commit_unflushed(&self, writes: &[Write]) -> Result<(), StoreError> {
-        self.apply(writes).map(drop)
-    }
-
-    /// Applies `writes` atomically; the values they replaced.
-    fn apply(&self, writes: &[Write]) -> Result<Vec<Option<Vec<u8>>>, StoreError> {
-        if self.failed() {
-            return Err(StoreError::Failed);
+    /// Applies `writes` atomically in memory; durable once the returned ticket is.
+    pub fn apply(&self, writes: &[Write]) -> Result<Ticket, StoreError> {
+        if let Some(why) = self.commits.failure() {
+            return Err(StoreError::Unavailable(why));
         }
-        self.trees
+        let db = self.db()?;
+        let applied = db
+            .trees
             .as_slice()
             .transaction(|tx| {
-                let mut previous = Vec::with_capacity(writes.len());
+                let mut replaced = Vec::with_capacity(writes.len());
                 for w in writes {
                     let t = &tx[w.tree as usize];
                     let old = match &w.value {
                         Some(v) => t.insert(w.key.as_slice(), v.as_slice())?,
                         None => t.remove(w.key.as_slice())?,
                     };
-                    previous.push(old.map(|o| o.to_vec()));
+                    replaced.push((w.tree, w.key.clone(), old));
                 }
-                Ok::<_, ConflictableTransactionError<()>>(previous)
+                Ok::<_, ConflictableTransactionError<()>>(replaced)
             })
             .map_err(|e| match e {
                 TransactionError::Storage(e) => StoreError::from(e),
                 TransactionError::Abort(()) => StoreError::Io("transaction aborted".into()),
-            })
+            });
+        match applied {
+            Ok(replaced) => Ok(self.commits.applied(replaced)),
+            Err(err) => {
+                // sled refuses everything after an I/O error: reopen once possible.
+                let why = format!("a write failed: {err}");
+                self.failed(&why);
+                Err(StoreError::Unavailable(why))
+            }
+        }
     }
 
-    /// Applies `writes` atomically and flushes them to disk. If the flush fails the
-    /// writes are undone in memory as well, so nobody sees a change that is not durable.
+    /// Applies `writes` and waits until they are durable.
     pub fn commit(&self, writes: &[Write]) -> Result<(), StoreError> {
-        let previous = self.apply(writes)?;
-        let flushed = self
-            .db
-            .flush()
-            .map_err(|e| e.to_string())
-            .and_then(|_| self.log.sync_data().map_err(|e| e.to_string()));
-        if let Err(err) = flushed {
-            let undo = writes.iter().zip(previous).rev().try_for_each(|(w, old)| {
-                let t = &self.trees[w.tree as usize];
-                match old {
-                    Some(v) => t.insert(w.key.as_slice(), v).map(drop),
-                    None => t.remove(w.key.as_slice()).map(drop),
-                }
-            });
-            if let Err(undo) = undo {
-                tracing::error!("cannot undo a change that did not reach the disk: {undo}");
-                self.failed.store(true, Ordering::Release);
-            }
-            return Err(StoreError::Io(format!("flush to disk failed: {err}")));
+        let ticket = self.apply(writes)?;
+        self.wait_durable(ticket)
+    }
+
+    fn failed(&self, why: &str) {
+        if why.contains("No space left") || why.contains("os error 28") {
+            release_reserve(&self.dir);
         }
+        self.commits.fail(why.to_string());
+    }
+
+    /// The ticket of everything applied so far.
+    pub fn applied_ticket(&self) -> Ticket {
+        self.commits.current()
+    }
+
+    /// Blocks until `ticket` is durable, or its flush failed.
+    pub fn wait_durable(&self, ticket: Ticket) -> Result<(), StoreError> {
+        self.commits.wait(ticket).map_err(StoreError::Unavailable)
+    }
+
+    /// Completes when `ticket` is durable, or its flush failed.
+    pub async fn durable(&self, ticket: Ticket) -> Result<(), StoreError> {
+        self.commits
+            .wait_async(ticket)
+            .await
+            .map_err(StoreError::Unavailable)
+    }
+
+    /// Asks the committer for a flush soon (its hooks have work, e.g. queued records).
+    pub fn nudge(&self) {
+        self.commits.nudge();
+    }
+
+    /// Reopens the database on what is on disk after a failure. Only the owner of all
+    /// writers (the audit ledger's lock) may call it: nothing may be applied meanwhile.
+    pub fn reopen(&self) -> Result<(), StoreError> {
+        let old = self.db.swap(None);
+        self.commits.set_db(None);
+        if let Some(old) = old {
+            // Readers hold the old database for microseconds; sled's lock on its files
+            // is released with the last of them.
+            let mut old = old;
+            for _ in 0..2000 {
+                match Arc::try_unwrap(old) {
+                    Ok(db) => {
+                        drop(db);
+                        break;
+                    }
+                    Err(still) => {
+                        old = still;
+                        std::thread::sleep(std::time::Duration::from_millis(1));
+                    }
+                }
+            }
+        }
+        let db = Arc::new(Db::open(&self.dir, &self.config).map_err(|e| {
+            if is_disk_full(&e) {
+                release_reserve(&self.dir);
+            }
+            StoreError::Unavailable(e.to_string())
+        })?);
+        schema::migrate(self, &db)?;
+        self.db.store(Some(db.clone()));
+        self.commits.set_db(Some(db));
+        self.commits.recovered();
         Ok(())
     }
 
-    /// A fresh unique number (sled's monotonic id generator; survives restarts).
-    pub fn unique_id(&self) -> Result<u64, StoreError> {
-        Ok(self.db.generate_id()?)
+    /// Free bytes of the state file system (for a root writer).
+    pub fn free_bytes(&self) -> Option<u64> {
+        let stat = nix::sys::statvfs::statvfs(&self.dir).ok()?;
+        Some(stat.blocks_free().saturating_mul(stat.fragment_size()))
     }
 
-    /// Flushes anything outstanding (at shutdown).
-    pub fn flush(&self) -> Result<(), StoreError> {
-        self.db.flush()?;
-        self.log
-            .sync_data()
-            .map_err(|e| StoreError::Io(format!("fdatasync failed: {e}")))
+    /// Keeps the reserve file at its size when there is room for it (best effort).
+    pub fn keep_reserve(&self) {
+        let size = self.config.reserve_bytes;
+        if size == 0 {
+            return;
+        }
+        let path = reserve_path(&self.dir);
+        if std::fs::metadata(&path).is_ok_and(|m| m.len() >= size) {
+            return;
+        }
+        // Leave as much free as the reserve itself, or the reserve would fill the disk.
+        if self
+            .free_bytes()
+            .is_none_or(|free| free < size.saturating_mul(2))
+        {
+            return;
+        }
+        let made = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .and_then(|file| {
+                nix::fcntl::posix_fallocate(&file, 0, size as i64)
+                    .map_err(std::io::Error::from)
+                    .and_then(|_| file.sync_all())
+            });
+        if let Err(err) = made {
+            tracing::warn!("cannot keep the reserve {}: {err}", path.display());
+            let _ = std::fs::remove_file(&path);
+        }
     }
+
+    /// Flushes anything outstanding (at shutdown) and stops the committer.
+    pub fn close(&self) -> Result<(), StoreError> {
+        let ticket = self.applied_ticket();
+        let result = self.wait_durable(ticket);
+        self.commits.stop();
+        result
+    }
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        self.commits.stop();
+    }
+}
+
+/// The first key after every key that starts with `prefix` (`None`: there is none).
+fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return Some(end);
+        }
+    }
+    None
+}
+
+fn reserve_path(dir: &Path) -> PathBuf {
+    dir.with_file_name(format!(
+        "{}.reserve",
+        dir.file_name().map_or("db".into(), |n| n.to_string_lossy())
+    ))
+}
+
+/// Deletes the reserve file, making room on a full disk.
+fn release_reserve(dir: &Path) {
+    let path = reserve_path(dir);
+    if std::fs::remove_file(&path).is_ok() {
+        tracing::error!(
+            "the state file system is full: released the reserve {} to go on recording",
+            path.display()
+        );
+    }
+}
+
+fn is_disk_full(err: &StoreError) -> bool {
+    let text = err.to_string();
+    text.contains("No space left") || text.contains("os error 28")
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn temp_dir(name: &str) -> std::path::PathBuf {
-        let dir =
-            std::env::temp_dir().join(format!("proxyuserd-store-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        dir
-    }
-
-    #[test]
-    fn commits_survive_reopen() {
-        let dir = temp_dir("reopen");
-        {
-            let store = Store::open(&dir).unwrap();
-            let assoc = Association {
-                proxy: "etl".into(),
-                since: 7,
-                by_uid: 1000,
-            };
-            store
-                .commit(&[
-                    Write::put(Tree::Associations, "alice", &assoc),
-                    Write::put(Tree::Associations, "bob", &assoc),
-                ])
-                .unwrap();
-            store
-                .commit(&[Write::delete(Tree::Associations, "bob")])
-                .unwrap();
-        }
-        let store = Store::open(&dir).unwrap();
-        let all = store.associations().unwrap();
-        assert_eq!(all.len(), 1);
-        assert_eq!(all[0].0, "alice");
-        assert_eq!(all[0].1.proxy, "etl");
-        std::fs::remove_dir_all(&dir).unwrap();
-    }
-
-    #[test]
-    fn corrupt_record_is_named() {
-        let dir = temp_dir("corrupt");
-        let store = Store::open(&dir).unwrap();
-        store
-            .tree(Tree::Associations)
-            .unwrap()
-            .insert("alice", b"{not json".to_vec())
-            .unwrap();
-        let err = store.association("alice").unwrap_err().to_string();
-        assert!(
-            err.contains("\"alice\" in associations does not decode"),
-            "{err}"
-        );
-        std::fs::remove_dir_all(&dir).unwrap();
-    }
-}
+mod tests;

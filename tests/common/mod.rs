@@ -626,6 +626,18 @@ impl Signals {
                 let mut stream = zbus::MessageStream::for_match_rule(rule, &connection, None)
                     .await
                     .unwrap();
+                // Signals about logins go to the peers that may see them: a call makes
+                // this connection known to the daemon (as root, it may see them all).
+                connection
+                    .call_method(
+                        Some("org.proxyuserd1"),
+                        "/org/proxyuserd1",
+                        Some("org.proxyuserd1.Identity"),
+                        "Resolve",
+                        &("root",),
+                    )
+                    .await
+                    .unwrap();
                 ready_tx.send(()).unwrap();
                 use futures_core::Stream;
                 while let Some(Ok(message)) =
