@@ -131,7 +131,10 @@ impl Authority {
         let ledger = Ledger::open(&store, journal).map_err(|e| e.to_string())?;
         let (notices, receiver) = mpsc::unbounded_channel();
         let authority = Arc::new(Authority {
-            directory: Directory::new(Duration::from_secs(config.nss_cache_secs)),
+            directory: Directory::with_timeout(
+                Duration::from_secs(config.nss_cache_secs),
+                Duration::from_millis(config.nss_timeout_ms),
+            ),
             throttle: throttle::Throttle::new(config.denial_rate, config.denial_burst),
             config,
             store,
