@@ -286,7 +286,8 @@ fn a_directory_that_stops_answering_fails_decisions_closed_within_the_timeout_an
         wait_for(PATIENCE, || (lookups(&host) == 0).then_some(())).is_some(),
         "lookup threads still waiting after the directory came back"
     );
-    assert_eq!(host.check("bob", "reporting").0, true);
+    let (allowed, reason) = host.check("bob", "reporting");
+    assert!(allowed, "{reason}");
     assert_eq!(host.ctl_json("root", &["resolve", "bob"])["proxy"], "");
 
     // 3. The directory goes down (slapd gone: connections refused), with a fresh cache.
