@@ -12,6 +12,9 @@ pub const DEFAULT_PATH: &str = "/etc/proxyuserd/proxyuserd.toml";
 /// Longest duration any setting takes (ten years), so that no deadline overflows.
 const MAX_SECS: u64 = 10 * 365 * 24 * 3600;
 
+/// Longest wait for one NSS lookup (ten minutes): past that, nothing is waiting anymore.
+const MAX_NSS_TIMEOUT_MS: u64 = 600_000;
+
 /// Bound of `denial_rate` and `denial_burst`.
 const MAX_DENIALS: u32 = 1_000_000;
 
@@ -28,6 +31,9 @@ pub struct Config {
     pub admin_group: Option<String>,
     /// How long a user lookup (NSS) is reused. 0 asks NSS every time.
     pub nss_cache_secs: u64,
+    /// How long one user/group lookup may wait for NSS (a directory that stopped
+    /// answering) before it fails; the operation needing it is refused.
+    pub nss_timeout_ms: u64,
     /// How often associations are checked against NSS changes (group membership, deleted
     /// accounts) even when no rule changed.
     pub revalidate_secs: u64,
@@ -61,6 +67,7 @@ impl Default for Config {
             trusted_callers: Vec::new(),
             admin_group: None,
             nss_cache_secs: 5,
+            nss_timeout_ms: 5000,
             revalidate_secs: 60,
             denial_rate: 5,
             denial_burst: 20,
@@ -314,6 +321,12 @@ impl Config {
                 return err(format!("{key} = {value} is more than {MAX_DENIALS}"));
             }
         }
+        if !(1..=MAX_NSS_TIMEOUT_MS).contains(&self.nss_timeout_ms) {
+            return err(format!(
+                "nss_timeout_ms = {}: it must be between 1 and {MAX_NSS_TIMEOUT_MS}",
+                self.nss_timeout_ms
+            ));
+        }
         if self.denial_burst == 0 {
             return err("denial_burst = 0: it must be at least 1".into());
         }
@@ -440,6 +453,13 @@ mod tests {
             err.contains("denial_burst = 0: it must be at least 1"),
             "{err}"
         );
+        let err = Config::parse("c.toml", "nss_timeout_ms = 0\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("nss_timeout_ms = 0: it must be between 1 and 600000"),
+            "{err}"
+        );
         let err = Config::parse("c.toml", "denial_rate = 2000000\n")
             .unwrap_err()
             .to_string();
@@ -464,12 +484,14 @@ mod tests {
             (
                 config.denial_rate,
                 config.denial_burst,
-                config.nss_cache_secs
+                config.nss_cache_secs,
+                config.nss_timeout_ms
             ),
             (
                 defaults.denial_rate,
                 defaults.denial_burst,
-                defaults.nss_cache_secs
+                defaults.nss_cache_secs,
+                defaults.nss_timeout_ms
             )
         );
     }

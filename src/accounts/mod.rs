@@ -5,7 +5,8 @@ use std::ffi::CString;
 use std::fmt;
 use std::io;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
 use nix::unistd::{Gid, Group, Uid, User, getgrouplist};
@@ -57,9 +58,19 @@ impl fmt::Display for LookupError {
 impl std::error::Error for LookupError {}
 
 fn lookup_error(what: impl Into<String>, err: nix::Error) -> LookupError {
+    // glibc answers ENOENT when a source (nss_ldap, sss) reported itself unavailable:
+    // "not found" is a null result, never an error.
+    let source = if err == nix::Error::ENOENT {
+        io::Error::new(
+            io::ErrorKind::NotConnected,
+            "the user directory is unavailable (NSS answered ENOENT)",
+        )
+    } else {
+        io::Error::from(err)
+    };
     LookupError {
         what: what.into(),
-        source: io::Error::from(err),
+        source,
     }
 }
 
@@ -68,9 +79,12 @@ type Cache<K> = Mutex<HashMap<K, (Instant, Option<Arc<Account>>)>>;
 
 /// NSS lookups behind a short-lived cache, so a hot path (every `Resolve`, every new
 /// bus connection) does not reread `/etc/passwd` or ask SSSD each time. `ttl` zero
-/// disables the cache.
+/// disables the cache. Every lookup is bounded by `timeout` (see [`Directory::bounded`]).
 pub struct Directory {
     ttl: Duration,
+    timeout: Duration,
+    /// NSS lookups started and not yet returned, abandoned ones included.
+    lookups: Arc<AtomicUsize>,
     by_name: Cache<String>,
     by_uid: Cache<u32>,
     /// Whether a uid has more than one account name, by uid.
@@ -80,10 +94,23 @@ pub struct Directory {
 /// Bound on cached entries; past it the cache starts over rather than grow without end.
 const CACHE_LIMIT: usize = 16_384;
 
+/// Bound on NSS lookups running at once, those given up on included: a directory that
+/// stopped answering holds at most this many threads, and lookups past it fail at once.
+pub const MAX_LOOKUPS: usize = 16;
+
+/// How long a lookup waits for NSS unless the configuration says otherwise.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
+
 impl Directory {
     pub fn new(ttl: Duration) -> Self {
+        Self::with_timeout(ttl, DEFAULT_TIMEOUT)
+    }
+
+    pub fn with_timeout(ttl: Duration, timeout: Duration) -> Self {
         Directory {
             ttl,
+            timeout,
+            lookups: Arc::new(AtomicUsize::new(0)),
             by_name: Mutex::new(HashMap::new()),
             by_uid: Mutex::new(HashMap::new()),
             shared: Mutex::new(HashMap::new()),
@@ -92,16 +119,62 @@ impl Directory {
 
     /// The account named `name`, `None` if there is none.
     pub fn user(&self, name: &str) -> Result<Option<Arc<Account>>, LookupError> {
-        self.cached(&self.by_name, name, || {
-            User::from_name(name).map_err(|e| lookup_error(name, e))
+        let owned = name.to_string();
+        self.cached(&self.by_name, name, name.to_string(), move || {
+            User::from_name(&owned).map_err(|e| lookup_error(owned.as_str(), e))
         })
     }
 
     /// The account with uid `uid`, `None` if there is none.
     pub fn user_by_uid(&self, uid: u32) -> Result<Option<Arc<Account>>, LookupError> {
-        self.cached(&self.by_uid, &uid, || {
-            User::from_uid(Uid::from_raw(uid)).map_err(|e| lookup_error(format!("uid {uid}"), e))
+        let what = format!("uid {uid}");
+        self.cached(&self.by_uid, &uid, what.clone(), move || {
+            User::from_uid(Uid::from_raw(uid)).map_err(|e| lookup_error(what, e))
         })
+    }
+
+    /// Runs `lookup` (blocking NSS calls) on a thread of its own and waits for it at most
+    /// `timeout`. A directory that does not answer (LDAP server gone, network down) then
+    /// gives an error naming the wait instead of holding the caller for as long as the
+    /// NSS module likes; the abandoned thread ends when NSS gives up, and at most
+    /// [`MAX_LOOKUPS`] such threads exist at once.
+    fn bounded<T: Send + 'static>(
+        &self,
+        what: &str,
+        lookup: impl FnOnce() -> Result<T, LookupError> + Send + 'static,
+    ) -> Result<T, LookupError> {
+        let slot = LookupSlot::take(&self.lookups);
+        let waited = |detail: String| LookupError {
+            what: what.to_string(),
+            source: io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!(
+                    "the user directory did not answer within {} s{detail}",
+                    self.timeout.as_secs_f64()
+                ),
+            ),
+        };
+        if slot.running > MAX_LOOKUPS {
+            return Err(waited(format!(
+                " ({} lookups are still waiting for it)",
+                slot.running - 1
+            )));
+        }
+        let (answer, answered) = mpsc::sync_channel(1);
+        std::thread::Builder::new()
+            .name("nss-lookup".into())
+            .spawn(move || {
+                let _slot = slot;
+                // The waiter may have given up; then the answer is dropped.
+                let _ = answer.send(lookup());
+            })
+            .map_err(|source| LookupError {
+                what: what.to_string(),
+                source,
+            })?;
+        answered
+            .recv_timeout(self.timeout)
+            .unwrap_or_else(|_| Err(waited(String::new())))
     }
 
     /// The cached account under `key` if it is fresh, else `lookup`'s (then cached).
@@ -109,7 +182,8 @@ impl Directory {
         &self,
         cache: &Cache<K>,
         key: &Q,
-        lookup: impl FnOnce() -> Result<Option<User>, LookupError>,
+        what: String,
+        lookup: impl FnOnce() -> Result<Option<User>, LookupError> + Send + 'static,
     ) -> Result<Option<Arc<Account>>, LookupError>
     where
         K: std::borrow::Borrow<Q> + std::hash::Hash + Eq,
@@ -118,10 +192,10 @@ impl Directory {
         if let Some(hit) = self.fresh(cache, key) {
             return Ok(hit);
         }
-        let found = match lookup()? {
-            Some(user) => Some(Arc::new(account(user)?)),
-            None => None,
-        };
+        let found = self.bounded(&what, move || match lookup()? {
+            Some(user) => Ok(Some(Arc::new(account(user)?))),
+            None => Ok(None),
+        })?;
         if !self.ttl.is_zero() {
             let mut cache = cache.lock().unwrap_or_else(|e| e.into_inner());
             if cache.len() >= CACHE_LIMIT {
@@ -157,14 +231,19 @@ impl Directory {
     /// The user names in group `group`: its member list plus the accounts whose primary
     /// group it is.
     pub fn group_members(&self, group: &str) -> Result<Vec<String>, LookupError> {
-        let Some(entry) = Group::from_name(group).map_err(|e| lookup_error(group, e))? else {
-            return Ok(Vec::new());
-        };
-        let mut members = entry.mem;
-        members.extend(sys::users_with_primary_gid(entry.gid.as_raw()));
-        members.sort();
-        members.dedup();
-        Ok(members)
+        let group = group.to_string();
+        self.bounded(&format!("group {group}"), move || {
+            let Some(entry) =
+                Group::from_name(&group).map_err(|e| lookup_error(group.as_str(), e))?
+            else {
+                return Ok(Vec::new());
+            };
+            let mut members = entry.mem;
+            members.extend(sys::users_with_primary_gid(entry.gid.as_raw()));
+            members.sort();
+            members.dedup();
+            Ok(members)
+        })
     }
 
     /// Whether more than one account has uid `uid` (a walk of the user database, so
@@ -198,6 +277,29 @@ impl Directory {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clear();
+    }
+}
+
+/// One of [`Directory::bounded`]'s lookups: counted while it lives.
+struct LookupSlot {
+    lookups: Arc<AtomicUsize>,
+    /// Lookups running with this one.
+    running: usize,
+}
+
+impl LookupSlot {
+    fn take(lookups: &Arc<AtomicUsize>) -> Self {
+        let running = lookups.fetch_add(1, Ordering::AcqRel) + 1;
+        LookupSlot {
+            lookups: lookups.clone(),
+            running,
+        }
+    }
+}
+
+impl Drop for LookupSlot {
+    fn drop(&mut self) {
+        self.lookups.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -259,5 +361,41 @@ mod tests {
             uncached.user_by_uid(0).unwrap(),
             uncached.user_by_uid(0).unwrap()
         ));
+    }
+
+    #[test]
+    fn a_lookup_that_never_returns_fails_after_the_timeout_and_holds_a_bounded_number_of_threads() {
+        let dir = Directory::with_timeout(Duration::ZERO, Duration::from_millis(50));
+        // Lookups that hang until `release` is dropped, like NSS on a dead directory.
+        let (release, hang) = mpsc::channel::<()>();
+        let hang = Arc::new(Mutex::new(hang));
+        for _ in 0..MAX_LOOKUPS {
+            let hang = hang.clone();
+            let err = dir
+                .bounded("alice", move || {
+                    let _ = hang.lock().unwrap().recv();
+                    Ok(())
+                })
+                .unwrap_err();
+            assert_eq!(err.source.kind(), io::ErrorKind::TimedOut);
+            assert_eq!(
+                err.to_string(),
+                "user database lookup of alice failed: the user directory did not answer within 0.05 s"
+            );
+        }
+        // Every slot is held by a stuck lookup: the next one fails without a thread.
+        let err = dir.bounded("bob", || Ok(())).unwrap_err();
+        assert!(
+            err.to_string()
+                .ends_with(&format!("({MAX_LOOKUPS} lookups are still waiting for it)")),
+            "{err}"
+        );
+        drop(release);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while dir.lookups.load(Ordering::Acquire) != 0 {
+            assert!(Instant::now() < deadline, "stuck lookups never ended");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert_eq!(dir.bounded("carol", || Ok(7)).unwrap(), 7);
     }
 }

@@ -157,7 +157,10 @@ impl Authority {
         )?;
         let (notices, receiver) = mpsc::unbounded_channel();
         let authority = Arc::new(Authority {
-            directory: Directory::new(Duration::from_secs(config.nss_cache_secs)),
+            directory: Directory::with_timeout(
+                Duration::from_secs(config.nss_cache_secs),
+                Duration::from_millis(config.nss_timeout_ms),
+            ),
             throttle: throttle::Throttle::new(&config),
             uid_min: config.uid_min(),
             config,
