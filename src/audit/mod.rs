@@ -29,10 +29,14 @@ pub enum Event {
     RuleAdded,
     RuleRemoved,
     Denied,
+    /// The PAM module let a requester switch to a proxy user without its password.
+    PamAuth,
+    PamSessionOpen,
+    PamSessionClose,
 }
 
 impl Event {
-    pub const ALL: [Event; 13] = [
+    pub const ALL: [Event; 16] = [
         Event::ProxySet,
         Event::ProxyCleared,
         Event::ProxyRevoked,
@@ -46,6 +50,9 @@ impl Event {
         Event::RuleAdded,
         Event::RuleRemoved,
         Event::Denied,
+        Event::PamAuth,
+        Event::PamSessionOpen,
+        Event::PamSessionClose,
     ];
 
     pub fn name(self) -> &'static str {
@@ -63,6 +70,9 @@ impl Event {
             Event::RuleAdded => "rule-added",
             Event::RuleRemoved => "rule-removed",
             Event::Denied => "denied",
+            Event::PamAuth => "pam-auth",
+            Event::PamSessionOpen => "pam-session-open",
+            Event::PamSessionClose => "pam-session-close",
         }
     }
 
@@ -82,6 +92,9 @@ impl Event {
             Event::RuleAdded => "e0b9ad14babaca497b03c52339af3de3",
             Event::RuleRemoved => "6fc38a13a0338607ae34a3c9bb7d7da1",
             Event::Denied => "f02ba6b68cdac726bfaa059505dec338",
+            Event::PamAuth => "c2fdc484bf6e4d4ca43f5e3818618e5c",
+            Event::PamSessionOpen => "2c7d88b799414900b62ffffa204bca9d",
+            Event::PamSessionClose => "7ced1adb2ace4c73bbfb523d6c4f9b8c",
         }
     }
 
@@ -252,6 +265,17 @@ pub fn describe(record: &Record) -> String {
             get("generation")
         ),
         "denied" => format!("denied {}: {}", get("operation"), get("reason")),
+        "pam-auth" => format!("{login} may become {proxy} through {}", get("service")),
+        "pam-session-open" => format!(
+            "{} session {} of {login} as {proxy} opened",
+            get("service"),
+            get("session")
+        ),
+        "pam-session-close" => format!(
+            "{} session {} of {login} as {proxy} closed",
+            get("service"),
+            get("session")
+        ),
         other => other.to_string(),
     };
     format!("{what}{by}")

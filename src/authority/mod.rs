@@ -9,6 +9,7 @@
 
 pub(crate) mod cookies;
 mod jobs;
+mod pam;
 mod proxy;
 mod rules;
 mod sessions;
@@ -30,6 +31,7 @@ use crate::store::{Store, StoreError, Write};
 use crate::sys::now_micros;
 
 pub use jobs::{STREAMS, WaitFor};
+pub use pam::PamPlace;
 pub use proxy::Identity;
 pub use sessions::SessionIdentity;
 

@@ -7,6 +7,7 @@ mod admission;
 mod callers;
 mod identity;
 mod jobs;
+mod pam;
 mod sessions;
 
 use std::sync::Arc;
@@ -25,6 +26,7 @@ pub use admission::Admission;
 pub use callers::Callers;
 pub use identity::Identity;
 pub use jobs::Jobs;
+pub use pam::Pam;
 pub use sessions::Sessions;
 
 /// The well-known name and object path (contract).

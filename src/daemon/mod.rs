@@ -13,7 +13,9 @@ use zbus::connection::Builder;
 
 use crate::audit::journal::{self, Journal};
 use crate::authority::{Authority, next_check};
-use crate::bus::{self, Admin, BUS_NAME, Callers, Identity, Jobs, OBJECT_PATH, Sessions, Shared};
+use crate::bus::{
+    self, Admin, BUS_NAME, Callers, Identity, Jobs, OBJECT_PATH, Pam, Sessions, Shared,
+};
 use crate::exec::Backend;
 use crate::exec::systemd::{SliceLimits, Systemd};
 use crate::sys;
@@ -81,6 +83,7 @@ pub async fn run(config: Config) -> Result<(), String> {
         .serve_at(OBJECT_PATH, Admin(shared.clone()))
         .serve_at(OBJECT_PATH, Jobs(shared.clone()))
         .serve_at(OBJECT_PATH, Sessions(shared.clone()))
+        .serve_at(OBJECT_PATH, Pam(shared.clone()))
         .name(BUS_NAME)
         .build()
         .await

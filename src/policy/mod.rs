@@ -666,6 +666,12 @@ impl CompiledRules {
         }
     }
 
+    /// Whether `user` is proxy-type: named as a proxy user (or in a proxy group) by
+    /// the rules. Such accounts are reached by proxying, not logged into directly.
+    pub fn is_proxy_type(&self, user: &Subject<'_>) -> bool {
+        !user.is_root() && self.symbols.keys(user, false, &mut Keys::default())
+    }
+
     /// The targets that active allow rules offer `login`: user names and group names
     /// (whose members must be looked up). Each must still pass [`check`](Self::check).
     pub fn offered_targets(&self, login: &Subject<'_>, now: Micros) -> (Vec<String>, Vec<String>) {
