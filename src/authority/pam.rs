@@ -29,27 +29,31 @@ pub struct PamPlace {
 }
 
 impl PamPlace {
-    fn check(&self) -> Result<(), Error> {
-        for (what, value) in [
-            ("service", &self.service),
-            ("tty", &self.tty),
-            ("rhost", &self.rhost),
-        ] {
-            if value.len() > 256 || value.chars().any(char::is_control) {
-                return Err(Error::InvalidArgs(format!(
-                    "{what} {value:?} is longer than 256 bytes or holds control characters"
-                )));
-            }
-        }
-        Ok(())
-    }
-
+    /// The place's fields on an audit record. They are the host program's words, so
+    /// they are recorded escaped and cut, never refused: a login must not fail because
+    /// of what a client put in its host name.
     fn on(&self, draft: Draft) -> Draft {
         draft
-            .with("service", self.service.as_str())
-            .with("tty", self.tty.as_str())
-            .with("rhost", self.rhost.as_str())
+            .with("service", recordable(&self.service))
+            .with("tty", recordable(&self.tty))
+            .with("rhost", recordable(&self.rhost))
     }
+}
+
+/// `value` with control characters escaped, cut to 256 characters.
+fn recordable(value: &str) -> String {
+    value
+        .chars()
+        .take(256)
+        .flat_map(|c| {
+            let escaped: Vec<char> = if c.is_control() {
+                c.escape_default().collect()
+            } else {
+                vec![c]
+            };
+            escaped
+        })
+        .collect()
 }
 
 fn check_name(what: &str, name: &str) -> Result<(), Error> {
@@ -105,7 +109,6 @@ impl Authority {
         self.require_root(caller, OPERATION)?;
         check_name("requester", requester)?;
         check_name("target", target)?;
-        place.check()?;
         let refuse = |reason| self.pam_refuse(caller, OPERATION, requester, target, place, reason);
         let Some(target_account) = self.directory.user(target)? else {
             return Ok(refuse(format!("no system user {target}")));
@@ -149,8 +152,10 @@ impl Authority {
     ) -> Result<(bool, String), Error> {
         const OPERATION: &str = "Pam.Account";
         self.require_root(caller, OPERATION)?;
-        check_name("user", user)?;
-        place.check()?;
+        // A name the rules cannot hold is no proxy user.
+        if check_user_name(user).is_err() {
+            return Ok((true, format!("{user:?} is not a proxy user")));
+        }
         let Some(account) = self.directory.user(user)? else {
             return Ok((true, format!("no system user {user}: not for proxyuserd")));
         };
@@ -173,15 +178,17 @@ impl Authority {
         place: &PamPlace,
     ) -> Result<(bool, String), Error> {
         self.require_root(caller, "Pam.OpenSession")?;
-        check_name("login", login)?;
-        check_name("target", target)?;
-        place.check()?;
+        // A name the rules cannot hold is no proxy user.
+        if check_user_name(target).is_err() {
+            return Ok((false, String::new()));
+        }
         let Some(account) = self.directory.user(target)? else {
             return Ok((false, String::new()));
         };
         if !self.rules.load().is_proxy_type(&account.subject()) {
             return Ok((false, String::new()));
         }
+        check_name("login", login)?;
         let id = hex(&random_bytes(8).map_err(|e| Error::Failed(format!("no random bytes: {e}")))?);
         let draft = Draft::new(Event::PamSessionOpen)
             .with("login", login)
@@ -210,7 +217,6 @@ impl Authority {
         }
         check_name("login", login)?;
         check_name("target", target)?;
-        place.check()?;
         let draft = Draft::new(Event::PamSessionClose)
             .with("login", login)
             .with("proxy", target)
@@ -219,5 +225,17 @@ impl Authority {
             .caller(caller);
         self.record(&mut self.lock(), place.on(draft), Vec::new())?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn places_are_recorded_escaped_and_cut() {
+        assert_eq!(recordable("pts/3"), "pts/3");
+        assert_eq!(recordable("host\nforged=1"), "host\\nforged=1");
+        assert_eq!(recordable(&"x".repeat(300)).len(), 256);
     }
 }
