@@ -34,8 +34,8 @@ impl Daemon {
         Daemon::at(Path::new(SYSTEM_BUS), timeout)
     }
 
-    /// The daemon on the bus at `socket` (tests of this client).
-    pub fn at(socket: &Path, timeout: Duration) -> Daemon {
+    /// The daemon on the bus at `socket`.
+    fn at(socket: &Path, timeout: Duration) -> Daemon {
         Daemon {
             socket: socket.to_path_buf(),
             timeout,

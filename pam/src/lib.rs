@@ -14,11 +14,11 @@
 //! go on as it would without this module (see [`phases`] for every code).
 
 pub mod client;
-pub mod daemon;
+mod daemon;
 pub mod message;
-pub mod options;
+mod options;
 mod pam;
-pub mod phases;
+mod phases;
 mod sys;
 
 use std::ffi::{CStr, c_char, c_int};
