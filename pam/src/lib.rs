@@ -11,7 +11,7 @@
 //! address from the environment, which inside setuid `su` is the requester's), with one
 //! blocking call per phase and a short timeout. It starts no threads and no runtime, and
 //! a panic never crosses into libpam: each hook maps it to a code that lets the stack
-//! go on as it would without this module (see [`phases`] for every code).
+//! go on as it would without this module (`phases.rs` lists every code).
 
 pub mod client;
 mod daemon;
