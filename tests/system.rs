@@ -73,6 +73,8 @@ fn package() -> PathBuf {
         repo().join("systemd"),
         repo().join("dbus"),
         repo().join("debian"),
+        repo().join("pam/src"),
+        repo().join("pam/pam_proxyuserd.8"),
     ];
     while let Some(path) = sources.pop() {
         if path.is_dir() {
@@ -152,6 +154,68 @@ fn the_package_runs_under_systemd_as_admins_expect() {
         ctl(ALICE, "proxy set root")
             .stderr
             .contains("root is never a proxy user")
+    );
+
+    // The PAM module, through the real system bus: installed beside pam_unix, its
+    // profile offered but enabled only by an admin; then alice becomes etl without a
+    // password and direct logins to etl are refused.
+    let pam_unix = guest.ok(&["sh", "-c", "dpkg -L libpam-modules | grep '/pam_unix.so$'"]);
+    let security = std::path::Path::new(pam_unix.trim()).parent().unwrap();
+    guest.ok(&[
+        "test",
+        "-f",
+        security.join("pam_proxyuserd.so").to_str().unwrap(),
+    ]);
+    assert!(
+        guest
+            .ok(&["man", "-w", "pam_proxyuserd"])
+            .contains("pam_proxyuserd.8")
+    );
+    let stacks = "cat /etc/pam.d/common-auth /etc/pam.d/common-account /etc/pam.d/common-session";
+    assert!(!guest.ok(&["sh", "-c", stacks]).contains("pam_proxyuserd"));
+    let su = |user: &str| guest.as_user(user, "su -c 'id -un' pxt-etl </dev/null");
+    assert_eq!(su(ALICE).code, 1, "the module is not in the stack yet");
+    guest.ok(&["pam-auth-update", "--enable", "proxyuserd"]);
+    let switched = su(ALICE);
+    assert_eq!(switched.stdout.trim(), ETL, "{switched:?}");
+    let refused = su(CAROL);
+    assert!(
+        refused.stderr.contains("Authentication failure"),
+        "{refused:?}"
+    );
+    let login = |user: &str| guest.run(&["pamtester", "login", user, "acct_mgmt"]);
+    assert!(!login(ETL).ok(), "{:?}", login(ETL));
+    assert!(login(ALICE).ok(), "{:?}", login(ALICE));
+    // The module's own messages go to syslog (here journald's /dev/log).
+    let logged = || {
+        guest.ok(&[
+            "journalctl",
+            "--no-pager",
+            "-o",
+            "cat",
+            "-g",
+            "pam_proxyuserd",
+        ])
+    };
+    let mut syslog = logged();
+    for _ in 0..100 {
+        if syslog.contains("pam_proxyuserd(login:account): refused: pxt-etl is a proxy user") {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        syslog = logged();
+    }
+    assert!(
+        syslog.contains("pam_proxyuserd(su:auth): granted: pxt-alice may proxy to pxt-etl"),
+        "{syslog}"
+    );
+    assert!(
+        syslog.contains("pam_proxyuserd(su:auth): not granted: pxt-carol"),
+        "{syslog}"
+    );
+    assert!(
+        syslog.contains("pam_proxyuserd(login:account): refused: pxt-etl is a proxy user"),
+        "{syslog}"
     );
 
     // Jobs are transient units in the run-as user's slice, with its limits, outside
@@ -263,6 +327,14 @@ fn the_package_runs_under_systemd_as_admins_expect() {
             .iter()
             .any(|r| r["PROXYUSERD_EVENT"] == "exec-end" && r["PROXYUSERD_EFFECTIVE"] == ETL)
     );
+    for event in ["pam-auth", "pam-session-open", "pam-session-close"] {
+        assert!(
+            records.iter().any(|r| r["PROXYUSERD_EVENT"] == event
+                && r["PROXYUSERD_LOGIN"] == ALICE
+                && r["PROXYUSERD_SERVICE"] == "su"),
+            "no {event} record of alice's su"
+        );
+    }
     let explained = guest.ok(&[
         "journalctl",
         "-x",
@@ -318,6 +390,17 @@ fn the_package_runs_under_systemd_as_admins_expect() {
     // The unit's sandbox, as the service manager itself rates it.
     let security = guest.ok(&["systemd-analyze", "security", "proxyuserd.service"]);
     assert!(exposure(&security) <= MAX_EXPOSURE, "{security}");
+
+    // Removing the package takes the module out of the PAM stacks it was added to.
+    guest.ok(&["dpkg", "-r", "proxyuserd"]);
+    assert!(!guest.ok(&["sh", "-c", stacks]).contains("pam_proxyuserd"));
+    assert_eq!(
+        guest
+            .as_user(ROOT, "su -c 'id -un' pxt-etl </dev/null")
+            .stdout
+            .trim(),
+        ETL
+    );
 }
 
 /// The exposure the unit is allowed: what it scores today (goal: at most 2.0).

@@ -40,10 +40,14 @@ pub enum Event {
     AuditGap,
     /// Old records were deleted (retention); names the checkpoint.
     AuditPruned,
+    /// The PAM module let a requester switch to a proxy user without its password.
+    PamAuth,
+    PamSessionOpen,
+    PamSessionClose,
 }
 
 impl Event {
-    pub const ALL: [Event; 15] = [
+    pub const ALL: [Event; 18] = [
         Event::ProxySet,
         Event::ProxyCleared,
         Event::ProxyRevoked,
@@ -59,6 +63,9 @@ impl Event {
         Event::Denied,
         Event::AuditGap,
         Event::AuditPruned,
+        Event::PamAuth,
+        Event::PamSessionOpen,
+        Event::PamSessionClose,
     ];
 
     pub fn name(self) -> &'static str {
@@ -78,6 +85,9 @@ impl Event {
             Event::Denied => "denied",
             Event::AuditGap => "audit-gap",
             Event::AuditPruned => "audit-pruned",
+            Event::PamAuth => "pam-auth",
+            Event::PamSessionOpen => "pam-session-open",
+            Event::PamSessionClose => "pam-session-close",
         }
     }
 
@@ -99,6 +109,9 @@ impl Event {
             Event::Denied => "f02ba6b68cdac726bfaa059505dec338",
             Event::AuditGap => "5a004bb644a8402c964951c0b4dc77fe",
             Event::AuditPruned => "342b129625624a539d7bb3717eeaf972",
+            Event::PamAuth => "c2fdc484bf6e4d4ca43f5e3818618e5c",
+            Event::PamSessionOpen => "2c7d88b799414900b62ffffa204bca9d",
+            Event::PamSessionClose => "7ced1adb2ace4c73bbfb523d6c4f9b8c",
         }
     }
 
@@ -295,6 +308,17 @@ pub fn describe(record: &Record) -> String {
             get("reason"),
             get("to_seq"),
             get("checkpoint_hash")
+        ),
+        "pam-auth" => format!("{login} may become {proxy} through {}", get("service")),
+        "pam-session-open" => format!(
+            "{} session {} of {login} as {proxy} opened",
+            get("service"),
+            get("session")
+        ),
+        "pam-session-close" => format!(
+            "{} session {} of {login} as {proxy} closed",
+            get("service"),
+            get("session")
         ),
         other => other.to_string(),
     };

@@ -12,6 +12,7 @@
 //! atomically and the store is read directly.
 
 mod jobs;
+mod pam;
 mod proxy;
 mod rules;
 mod sessions;
@@ -35,6 +36,7 @@ use crate::policy::{CompiledRules, Micros, Subject};
 use crate::store::{Store, StoreConfig, StoreError};
 
 pub use jobs::{JobPage, STREAMS, WaitFor, bytes};
+pub use pam::PamPlace;
 pub use proxy::Acting;
 
 /// What went wrong, one variant per D-Bus error of the contract. Messages name the

@@ -7,6 +7,7 @@ mod admission;
 mod callers;
 mod identity;
 mod jobs;
+mod pam;
 mod sessions;
 
 use std::sync::Arc;
@@ -25,6 +26,7 @@ pub use admission::Admission;
 pub use callers::Callers;
 pub use identity::IdentityInterface;
 pub use jobs::JobsInterface;
+pub use pam::PamInterface;
 pub use sessions::SessionsInterface;
 
 use crate::wire::errors;

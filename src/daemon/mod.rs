@@ -14,7 +14,7 @@ use crate::audit::journal::{self, Journal};
 use crate::authority::{Authority, next_check};
 use crate::bus::{
     self, AdminInterface, BUS_NAME, Callers, IdentityInterface, JobsInterface, OBJECT_PATH,
-    SessionsInterface, Shared,
+    PamInterface, SessionsInterface, Shared,
 };
 use crate::config::{self, BackendChoice, Config};
 use crate::exec::Backend;
@@ -83,6 +83,7 @@ pub async fn run(config: Config) -> Result<(), String> {
         .serve_at(OBJECT_PATH, AdminInterface(shared.clone()))
         .serve_at(OBJECT_PATH, JobsInterface(shared.clone()))
         .serve_at(OBJECT_PATH, SessionsInterface(shared.clone()))
+        .serve_at(OBJECT_PATH, PamInterface(shared.clone()))
         .name(BUS_NAME)
         .build()
         .await

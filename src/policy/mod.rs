@@ -665,11 +665,10 @@ impl CompiledRules {
         }
     }
 
-    /// Whether the rules make `subject` proxy-type (named as a proxy user or target, or
-    /// in a group that is).
-    pub fn is_proxy_type(&self, subject: &Subject<'_>) -> bool {
-        let mut keys = Keys::default();
-        self.symbols.keys(subject, false, &mut keys)
+    /// Whether `user` is proxy-type: named as a proxy user (or in a proxy group) by
+    /// the rules. Such accounts are reached by proxying, not logged into directly.
+    pub fn is_proxy_type(&self, user: &Subject<'_>) -> bool {
+        !user.is_root() && self.symbols.keys(user, false, &mut Keys::default())
     }
 
     /// The targets that active allow rules offer `login`: user names and group names

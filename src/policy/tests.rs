@@ -342,3 +342,22 @@ fn deny_wins_whatever_the_order_and_expired_rules_are_skipped() {
         Decision::Denied(Denial::NoRule)
     );
 }
+
+#[test]
+fn proxy_type_users_are_those_the_rules_make_proxy_users() {
+    let rules = compile(&[DESIGN_EXAMPLE]);
+    let none: Vec<String> = vec![];
+    let svc = vec!["svc-accounts".to_string()];
+    assert!(rules.is_proxy_type(&user("etl", &none)));
+    assert!(rules.is_proxy_type(&user("reporting", &none)));
+    assert!(rules.is_proxy_type(&user("batch", &svc)));
+    assert!(!rules.is_proxy_type(&user("alice", &none)));
+    // Named in a deny rule only: not a proxy user.
+    assert!(!rules.is_proxy_type(&user("mallory", &none)));
+    let root = Subject {
+        name: "root",
+        groups: &none,
+        uid: Some(0),
+    };
+    assert!(!rules.is_proxy_type(&root));
+}
