@@ -15,7 +15,7 @@ use sha2::{Digest, Sha256};
 
 use crate::access::Caller;
 use crate::audit::{Draft, Event, Record};
-use crate::policy::{CompiledRules, Rule, RuleError, RuleFile, parse_live_rule, parse_rule_file};
+use crate::policy::{CompiledRules, RuleError, RuleFile, parse_live_rule, parse_rule_file};
 use crate::store::{RuleSnapshot, Store, Tree, Write};
 use crate::time::now_micros;
 
@@ -106,11 +106,11 @@ fn check_owned_by_root(path: &Path) -> Result<(), String> {
     Ok(())
 }
 
-fn live_rules(store: &Store) -> Result<Vec<Rule>, Error> {
+fn live_rules(store: &Store) -> Result<Vec<Arc<RuleFile>>, Error> {
     let mut rules = Vec::new();
     for (id, text) in store.live_rules()? {
         match parse_live_rule(&id, &text) {
-            Ok(rule) => rules.push(rule),
+            Ok(rule) => rules.push(Arc::new(rule)),
             // Only reachable if the store was edited by hand: keep serving the rest.
             Err(err) => {
                 tracing::error!("stored live rule {id} no longer parses, ignoring it: {err}")
@@ -293,7 +293,7 @@ impl Authority {
             .rules
             .load()
             .rules()
-            .map(|r| (r.id.clone(), r.source.to_string(), r.to_toml()))
+            .map(|r| (r.id(), r.source().to_string(), r.to_toml()))
             .collect())
     }
 
@@ -303,19 +303,21 @@ impl Authority {
             let current = self.rules.load_full();
             let counter = self.store.live_counter()? + 1;
             let id = format!("live-{counter}");
-            let rule =
-                parse_live_rule(&id, text).map_err(|e| Error::InvalidRules(e.to_string()))?;
+            let rule = Arc::new(
+                parse_live_rule(&id, text).map_err(|e| Error::InvalidRules(e.to_string()))?,
+            );
+            let toml = rule.rules().map(|r| r.to_toml()).collect::<String>();
             let mut live = current.live().to_vec();
-            live.push(rule.clone());
+            live.push(rule);
             let compiled = CompiledRules::compile(current.files().to_vec(), live)
                 .map_err(|e| Error::InvalidRules(e.to_string()))?;
             let sources = self.current_sources()?;
             let draft = Draft::new(Event::RuleAdded)
                 .with("rule", id.as_str())
-                .with("text", rule.to_toml())
+                .with("text", toml.as_str())
                 .caller(caller);
             let writes = vec![
-                Write::put(Tree::Rules, id.as_str(), &rule.to_toml()),
+                Write::put(Tree::Rules, id.as_str(), &toml),
                 Store::put_live_counter(counter),
             ];
             if self
@@ -337,11 +339,11 @@ impl Authority {
         self.require_admin(caller, "RemoveRule")?;
         loop {
             let current = self.rules.load_full();
-            if !current.live().iter().any(|r| r.id == id) {
-                return Err(match current.rules().find(|r| r.id == id) {
+            if !current.live().iter().any(|r| r.live_id() == Some(id)) {
+                return Err(match current.rules().find(|r| r.id() == id) {
                     Some(rule) => Error::InvalidArgs(format!(
                         "rule {id} comes from {}; edit that file and reload",
-                        rule.source
+                        rule.source()
                     )),
                     None => Error::InvalidArgs(format!("no rule {id:?}")),
                 });
@@ -349,7 +351,7 @@ impl Authority {
             let live = current
                 .live()
                 .iter()
-                .filter(|r| r.id != id)
+                .filter(|r| r.live_id() != Some(id))
                 .cloned()
                 .collect();
             let compiled = CompiledRules::compile(current.files().to_vec(), live)

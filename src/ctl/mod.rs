@@ -425,7 +425,7 @@ fn check_files(paths: &[PathBuf], json: bool) -> ExitCode {
             },
         }
     }
-    let rules = files.iter().map(|f| f.rules.len()).sum::<usize>();
+    let rules = files.iter().map(|f| f.len()).sum::<usize>();
     let files = files.into_iter().map(std::sync::Arc::new).collect();
     if errors.is_empty()
         && let Err(err) = CompiledRules::compile(files, Vec::new())

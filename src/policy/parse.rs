@@ -1,14 +1,19 @@
 //! The drop-in rule file format (contract, DESIGN §3) into the rule model, with every
 //! error located as `file:line:column`.
+//!
+//! Two readers give the same model: [`fast`](super::fast) reads the plain form these
+//! files have in practice (one table header or `key = [...]` per line) without building
+//! a document first, and hands anything else — or any file with an error — to the full
+//! TOML reader here, which is the reference: its errors are the ones reported.
 
 use std::ops::Range;
-use std::sync::Arc;
 
 use serde::Deserialize;
 use toml::Spanned;
 use toml::value::{Datetime, Offset};
 
-use super::{Effect, Located, Location, Micros, Names, Rule, RuleError, RuleFile, Source};
+use super::model::{Builder, RuleEntry, RuleFile, Side as NameSide, Source, Span};
+use super::{Effect, Location, Micros, RuleError};
 use crate::names::{check_group_name, check_user_name};
 
 #[derive(Deserialize)]
@@ -54,33 +59,40 @@ struct RuleDoc {
 }
 
 /// Maps byte offsets of one source text to locations.
-struct Text<'a> {
-    file: Arc<str>,
+pub(super) struct Text<'a> {
+    file: std::sync::Arc<str>,
     text: &'a str,
     /// Byte offset of the start of each line.
     line_starts: Vec<usize>,
 }
 
 impl<'a> Text<'a> {
-    fn new(file: &str, text: &'a str) -> Self {
+    pub fn new(file: &str, text: &'a str) -> Self {
         let line_starts = std::iter::once(0)
             .chain(text.match_indices('\n').map(|(i, _)| i + 1))
             .collect();
         Text {
-            file: Arc::from(file),
+            file: std::sync::Arc::from(file),
             text,
             line_starts,
         }
     }
 
-    fn at(&self, offset: usize) -> Location {
+    /// (line, column) of a byte offset, both from 1, columns in characters.
+    fn line_column(&self, offset: usize) -> (u32, u32) {
         let offset = self.text.floor_char_boundary(offset.min(self.text.len()));
         let line = self.line_starts.partition_point(|&start| start <= offset);
         let line_start = self.line_starts[line - 1];
+        let column = self.text[line_start..offset].chars().count() + 1;
+        (line as u32, column as u32)
+    }
+
+    fn at(&self, offset: usize) -> Location {
+        let (line, column) = self.line_column(offset);
         Location {
             file: self.file.clone(),
-            line,
-            column: self.text[line_start..offset].chars().count() + 1,
+            line: line as usize,
+            column: column as usize,
         }
     }
 
@@ -95,49 +107,48 @@ impl<'a> Text<'a> {
         let span = err.span().unwrap_or(0..0);
         self.error(span, err.message().trim_end().to_string())
     }
+}
 
-    fn located(&self, value: Spanned<String>) -> Located<String> {
-        let at = self.at(value.span().start);
-        Located {
-            value: value.into_inner(),
-            at,
-        }
-    }
+/// The name rule ids of a file start with: its file name.
+pub(super) fn base_of(path: &str) -> &str {
+    path.rsplit('/').next().unwrap_or(path)
 }
 
 /// Parses one drop-in file. `path` is how the file is named in errors and rule sources;
 /// rule ids are `<file name>#<n>`, n counting the file's rule tables from 1.
 pub fn parse_rule_file(path: &str, text: &str) -> Result<RuleFile, RuleError> {
+    if let Some(file) = super::fast::parse(path, text) {
+        return Ok(file);
+    }
+    parse_with_toml(path, text)
+}
+
+/// [`parse_rule_file`] with the full TOML reader only (the reference).
+pub fn parse_with_toml(path: &str, text: &str) -> Result<RuleFile, RuleError> {
     let src = Text::new(path, text);
     let doc: FileDoc = toml::from_str(text).map_err(|e| src.syntax(e))?;
-    let mut proxy_users = Vec::new();
-    let mut proxy_groups = Vec::new();
+    let mut out = Builder::new(
+        path,
+        Source::File(std::sync::Arc::from(path)),
+        base_of(path),
+    );
     if let Some(section) = doc.proxy_users {
         let section = section.into_inner();
-        for user in section.users {
-            check_name(&src, &user, Side::ProxyUser)?;
-            proxy_users.push(src.located(user));
+        let start = out.mark();
+        for user in &section.users {
+            check_name(&src, user, NameKind::ProxyUser)?;
+            mention(&src, &mut out, user);
         }
-        proxy_groups = groups(&src, "proxy_users.groups", section.groups)?;
+        let users = out.since(start);
+        let groups = groups(&src, &mut out, "proxy_users.groups", &section.groups)?;
+        out.proxy_users(users, groups);
     }
-    let base = path.rsplit('/').next().unwrap_or(path);
-    let rules = rules(
-        &src,
-        doc.allow,
-        doc.deny,
-        |n| format!("{base}#{n}"),
-        || Source::File(path.to_string()),
-    )?;
-    Ok(RuleFile {
-        path: path.to_string(),
-        proxy_users,
-        proxy_groups,
-        rules,
-    })
+    rules(&src, &mut out, doc.allow, doc.deny)?;
+    Ok(out.finish())
 }
 
 /// Parses the text given to `Admin.AddRule`: exactly one `[[allow]]` or `[[deny]]` table.
-pub fn parse_live_rule(id: &str, text: &str) -> Result<Rule, RuleError> {
+pub fn parse_live_rule(id: &str, text: &str) -> Result<RuleFile, RuleError> {
     let src = Text::new("rule", text);
     let doc: LiveDoc = toml::from_str(text).map_err(|e| src.syntax(e))?;
     let count = doc.allow.len() + doc.deny.len();
@@ -147,126 +158,122 @@ pub fn parse_live_rule(id: &str, text: &str) -> Result<Rule, RuleError> {
             format!("a rule is exactly one [[allow]] or [[deny]] table, this text has {count}"),
         ));
     }
-    let mut rules = rules(
-        &src,
-        doc.allow,
-        doc.deny,
-        |_| id.to_string(),
-        || Source::Live,
-    )?;
-    Ok(rules.remove(0))
+    let mut out = Builder::new("rule", Source::Live(std::sync::Arc::from(id)), id);
+    rules(&src, &mut out, doc.allow, doc.deny)?;
+    Ok(out.finish())
+}
+
+fn mention(src: &Text<'_>, out: &mut Builder, name: &Spanned<String>) {
+    let (line, column) = src.line_column(name.span().start);
+    out.mention(name.get_ref(), line, column);
 }
 
 fn rules(
     src: &Text<'_>,
+    out: &mut Builder,
     allow: Vec<Spanned<RuleDoc>>,
     deny: Vec<Spanned<RuleDoc>>,
-    id: impl Fn(usize) -> String,
-    source: impl Fn() -> Source,
-) -> Result<Vec<Rule>, RuleError> {
+) -> Result<(), RuleError> {
     let mut tables: Vec<(Effect, Spanned<RuleDoc>)> = allow
         .into_iter()
         .map(|t| (Effect::Allow, t))
         .chain(deny.into_iter().map(|t| (Effect::Deny, t)))
         .collect();
     tables.sort_by_key(|(_, t)| t.span().start);
-    tables
-        .into_iter()
-        .enumerate()
-        .map(|(i, (effect, table))| rule(src, effect, table, id(i + 1), source()))
-        .collect()
+    for (effect, table) in tables {
+        rule(src, out, effect, table)?;
+    }
+    Ok(())
 }
 
+/// What a name in a rule stands for, for its checks.
 #[derive(Clone, Copy)]
-enum Side {
+pub(super) enum NameKind {
     Login,
     Proxy,
     ProxyUser,
     Group(&'static str),
 }
 
-fn check_name(src: &Text<'_>, name: &Spanned<String>, side: Side) -> Result<(), RuleError> {
-    let value = name.get_ref();
-    let result = match side {
-        Side::Group(_) => check_group_name(value),
+/// The check of one name; the message if it fails.
+pub(super) fn name_problem(value: &str, kind: NameKind) -> Option<String> {
+    let result = match kind {
+        NameKind::Group(_) => check_group_name(value),
         _ => check_user_name(value),
     };
     if let Err(err) = result {
-        let message = match side {
-            Side::Group(key) if value == "*" => format!("\"*\" is not allowed in {key}"),
+        return Some(match kind {
+            NameKind::Group(key) if value == "*" => format!("\"*\" is not allowed in {key}"),
             _ => err.to_string(),
-        };
-        return Err(src.error(name.span(), message));
+        });
     }
-    if value == "root" && matches!(side, Side::Proxy | Side::ProxyUser) {
-        return Err(src.error(name.span(), "root can never be a proxy user"));
+    if value == "root" && matches!(kind, NameKind::Proxy | NameKind::ProxyUser) {
+        return Some("root can never be a proxy user".into());
     }
-    Ok(())
+    None
+}
+
+fn check_name(src: &Text<'_>, name: &Spanned<String>, kind: NameKind) -> Result<(), RuleError> {
+    match name_problem(name.get_ref(), kind) {
+        Some(message) => Err(src.error(name.span(), message)),
+        None => Ok(()),
+    }
 }
 
 fn names(
     src: &Text<'_>,
+    out: &mut Builder,
     key: &str,
-    list: Vec<Spanned<String>>,
-    side: Side,
-) -> Result<Names, RuleError> {
+    list: &[Spanned<String>],
+    kind: NameKind,
+) -> Result<NameSide, RuleError> {
     if let Some(star) = list.iter().find(|n| n.get_ref() == "*") {
         if list.len() > 1 {
             return Err(src.error(star.span(), format!("\"*\" must be the whole {key} list")));
         }
-        return Ok(Names::Any);
+        return Ok(NameSide::Any);
     }
-    let mut out = Vec::with_capacity(list.len());
+    let start = out.mark();
     for name in list {
-        check_name(src, &name, side)?;
-        out.push(src.located(name));
+        check_name(src, name, kind)?;
+        mention(src, out, name);
     }
-    Ok(Names::Only(out))
+    Ok(NameSide::Only(out.since(start)))
 }
 
 fn groups(
     src: &Text<'_>,
+    out: &mut Builder,
     key: &'static str,
-    list: Vec<Spanned<String>>,
-) -> Result<Vec<Located<String>>, RuleError> {
-    list.into_iter()
-        .map(|g| {
-            check_name(src, &g, Side::Group(key))?;
-            Ok(src.located(g))
-        })
-        .collect()
+    list: &[Spanned<String>],
+) -> Result<Span, RuleError> {
+    let start = out.mark();
+    for group in list {
+        check_name(src, group, NameKind::Group(key))?;
+        mention(src, out, group);
+    }
+    Ok(out.since(start))
 }
 
 fn rule(
     src: &Text<'_>,
+    out: &mut Builder,
     effect: Effect,
     table: Spanned<RuleDoc>,
-    id: String,
-    source: Source,
-) -> Result<Rule, RuleError> {
+) -> Result<(), RuleError> {
     let span = table.span();
     let doc = table.into_inner();
-    let proxy_side = match effect {
-        Effect::Allow => Side::Proxy,
+    let proxy_kind = match effect {
+        Effect::Allow => NameKind::Proxy,
         // Naming root in a deny rule is harmless and may be deliberate.
-        Effect::Deny => Side::Login,
+        Effect::Deny => NameKind::Login,
     };
-    let logins = names(src, "logins", doc.logins, Side::Login)?;
-    let login_groups = groups(src, "login_groups", doc.login_groups)?;
-    let proxies = names(src, "proxies", doc.proxies, proxy_side)?;
-    let proxy_groups = groups(src, "proxy_groups", doc.proxy_groups)?;
-    let kind = effect.as_str();
-    if logins.is_empty() && login_groups.is_empty() {
-        return Err(src.error(
-            span,
-            format!("[[{kind}]] names no login: give logins or login_groups"),
-        ));
-    }
-    if proxies.is_empty() && proxy_groups.is_empty() {
-        return Err(src.error(
-            span,
-            format!("[[{kind}]] names no proxy: give proxies or proxy_groups"),
-        ));
+    let logins = names(src, out, "logins", &doc.logins, NameKind::Login)?;
+    let login_groups = groups(src, out, "login_groups", &doc.login_groups)?;
+    let proxies = names(src, out, "proxies", &doc.proxies, proxy_kind)?;
+    let proxy_groups = groups(src, out, "proxy_groups", &doc.proxy_groups)?;
+    if let Some(message) = missing_side(effect, logins, login_groups, proxies, proxy_groups) {
+        return Err(src.error(span, message));
     }
     let expires = match doc.expires {
         None => None,
@@ -280,17 +287,40 @@ fn rule(
             )
         })?),
     };
-    Ok(Rule {
-        id,
-        source,
+    let (line, column) = src.line_column(span.start);
+    out.rule(RuleEntry {
         effect,
         logins,
         login_groups,
         proxies,
         proxy_groups,
         expires,
-        at: src.at(span.start),
-    })
+        line,
+        column,
+    });
+    Ok(())
+}
+
+/// A rule needs a login side and a proxy side: the message if it lacks one.
+pub(super) fn missing_side(
+    effect: Effect,
+    logins: NameSide,
+    login_groups: Span,
+    proxies: NameSide,
+    proxy_groups: Span,
+) -> Option<String> {
+    let kind = effect.as_str();
+    if logins.is_empty() && login_groups.is_empty() {
+        return Some(format!(
+            "[[{kind}]] names no login: give logins or login_groups"
+        ));
+    }
+    if proxies.is_empty() && proxy_groups.is_empty() {
+        return Some(format!(
+            "[[{kind}]] names no proxy: give proxies or proxy_groups"
+        ));
+    }
+    None
 }
 
 /// An offset date-time as microseconds since the epoch; `None` for local or partial ones.

@@ -2,35 +2,45 @@
 
 use std::fmt::Write;
 
-use super::{Located, Micros, Names, Rule};
+use super::Micros;
+use super::model::RuleView;
 
-pub(super) fn rule(rule: &Rule) -> String {
-    let mut out = format!("[[{}]]\n", rule.effect.as_str());
-    let names = |list: &Names| match list {
-        Names::Any => "[\"*\"]".to_string(),
-        Names::Only(list) => strings(list),
+pub(super) fn rule(rule: &RuleView<'_>) -> String {
+    let entry = rule.entry();
+    let mut out = format!("[[{}]]\n", entry.effect.as_str());
+    let names = |side| match rule.side(side) {
+        None => "[\"*\"]".to_string(),
+        Some(list) => strings(&list),
     };
-    if !rule.logins.is_empty() {
-        let _ = writeln!(out, "logins = {}", names(&rule.logins));
+    if !entry.logins.is_empty() {
+        let _ = writeln!(out, "logins = {}", names(entry.logins));
     }
-    if !rule.login_groups.is_empty() {
-        let _ = writeln!(out, "login_groups = {}", strings(&rule.login_groups));
+    if !entry.login_groups.is_empty() {
+        let _ = writeln!(
+            out,
+            "login_groups = {}",
+            strings(&rule.list(entry.login_groups))
+        );
     }
-    if !rule.proxies.is_empty() {
-        let _ = writeln!(out, "proxies = {}", names(&rule.proxies));
+    if !entry.proxies.is_empty() {
+        let _ = writeln!(out, "proxies = {}", names(entry.proxies));
     }
-    if !rule.proxy_groups.is_empty() {
-        let _ = writeln!(out, "proxy_groups = {}", strings(&rule.proxy_groups));
+    if !entry.proxy_groups.is_empty() {
+        let _ = writeln!(
+            out,
+            "proxy_groups = {}",
+            strings(&rule.list(entry.proxy_groups))
+        );
     }
-    if let Some(expires) = rule.expires {
+    if let Some(expires) = entry.expires {
         let _ = writeln!(out, "expires = {}", rfc3339(expires));
     }
     out
 }
 
-fn strings(list: &[Located<String>]) -> String {
+fn strings(list: &[&str]) -> String {
     // Names are validated to a character set that needs no escaping.
-    let quoted: Vec<String> = list.iter().map(|n| format!("\"{}\"", n.value)).collect();
+    let quoted: Vec<String> = list.iter().map(|n| format!("\"{n}\"")).collect();
     format!("[{}]", quoted.join(", "))
 }
 
