@@ -406,6 +406,9 @@ impl Ledger {
         let mut pruned = 0;
         loop {
             let stats = lock(&self.head).stats.clone();
+            if retention == 0 && (max_bytes == 0 || stats.bytes <= max_bytes) {
+                return Ok(pruned);
+            }
             let checkpoint = self.checkpoint();
             let from = checkpoint.as_ref().map_or(1, |c| c.seq + 1);
             let oldest = self

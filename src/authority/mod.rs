@@ -302,6 +302,13 @@ impl Authority {
         Ok(())
     }
 
+    /// Charges `bytes` written on `caller`'s behalf outside `commit` to its budget.
+    fn charge_writes(&self, caller: &Caller, bytes: u64) {
+        if let Some(key) = self.throttle_key(caller) {
+            self.throttle.wrote(key, bytes, Instant::now());
+        }
+    }
+
     /// Records a denial (without a transaction: it never waits for the chain's head, so
     /// it cannot deadlock with one) and counts it against the caller's budget. The
     /// caller gets `err` either way.

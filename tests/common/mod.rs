@@ -129,6 +129,10 @@ pub struct Env {
     /// Every pid the daemon had (it changes on restart), for journal queries.
     pub pids: Vec<u32>,
     config_path: PathBuf,
+    /// The daemon program `start_daemon` runs (a baseline build in benchmarks).
+    pub daemon_binary: PathBuf,
+    /// A file system mounted for this test (unmounted when it ends).
+    mounted: Option<PathBuf>,
 }
 
 impl Env {
@@ -138,6 +142,14 @@ impl Env {
     }
 
     pub fn with(name: &str, extra_config: &str, rules: &[(&str, &str)]) -> Env {
+        let mut env = Self::prepare(name, extra_config, rules);
+        env.start_daemon();
+        env
+    }
+
+    /// Like `with`, but the daemon is not started yet: mount a small state file system,
+    /// pick another daemon binary, then `start_daemon`.
+    pub fn prepare(name: &str, extra_config: &str, rules: &[(&str, &str)]) -> Env {
         check_prerequisites();
         let n = COUNTER.fetch_add(1, Ordering::Relaxed);
         let dir = PathBuf::from(format!("/tmp/pxt-{name}-{}-{n}", std::process::id()));
@@ -179,16 +191,32 @@ impl Env {
             d = dir.display()
         );
         std::fs::write(&config_path, config).unwrap();
-        let mut env = Env {
+        Env {
             dir,
             address,
             bus,
             daemon: None,
             pids: Vec::new(),
             config_path,
-        };
-        env.start_daemon();
-        env
+            daemon_binary: bin("proxyuserd"),
+            mounted: None,
+        }
+    }
+
+    /// Puts the state directory on its own tmpfs of `bytes` (before the daemon starts),
+    /// so a test can fill it.
+    pub fn mount_state_tmpfs(&mut self, bytes: u64) {
+        let state = self.state_dir();
+        std::fs::create_dir_all(&state).unwrap();
+        let status = Command::new("mount")
+            .args(["-t", "tmpfs", "-o"])
+            .arg(format!("size={bytes},mode=0700"))
+            .arg("tmpfs")
+            .arg(&state)
+            .status()
+            .expect("mount");
+        assert!(status.success(), "mount tmpfs on {}", state.display());
+        self.mounted = Some(state);
     }
 
     pub fn state_dir(&self) -> PathBuf {
@@ -211,7 +239,7 @@ impl Env {
             .append(true)
             .open(self.dir.join("daemon.log"))
             .unwrap();
-        let child = Command::new(bin("proxyuserd"))
+        let child = Command::new(&self.daemon_binary)
             .arg("--config")
             .arg(&self.config_path)
             .env("DBUS_SYSTEM_BUS_ADDRESS", &self.address)
@@ -578,6 +606,9 @@ impl Drop for Env {
         }
         let _ = self.bus.kill();
         let _ = self.bus.wait();
+        if let Some(mounted) = self.mounted.take() {
+            let _ = Command::new("umount").arg("-l").arg(mounted).status();
+        }
         if std::thread::panicking() {
             eprintln!(
                 "test state kept in {} ; daemon log:\n{}",

@@ -217,6 +217,9 @@ impl Authority {
             remove_dir();
             return Err(err);
         }
+        // The record is written twice more on the caller's behalf (its pid, its end):
+        // charged now, so that the write budget bounds what a flood of jobs stores.
+        self.charge_writes(caller, 2 * record_size(&record));
 
         let spec = JobSpec {
             argv: record.argv.clone(),
@@ -635,13 +638,43 @@ fn proxy_field<'a>(login: &str, run_as: &'a str) -> &'a str {
 }
 
 fn exec_draft(event: Event, job: &JobRecord) -> Draft {
-    Draft::new(event)
+    let draft = Draft::new(event)
         .with("login", job.login.as_str())
         .with("proxy", proxy_field(&job.login, &job.run_as))
         .with("effective", job.run_as.as_str())
-        .with("job", job.id.as_str())
-        .with("argv", serde_json::to_string(&job.argv).unwrap_or_default())
-        .with("cwd", job.cwd.as_str())
+        .with("job", job.id.as_str());
+    audited_argv(draft, &job.argv).with("cwd", job.cwd.as_str())
+}
+
+/// Bytes of a job's argv (as JSON) an audit record holds in full.
+const AUDIT_ARGV_BYTES: usize = 4096;
+
+/// `argv` as JSON; a longer one is cut to `AUDIT_ARGV_BYTES` (at a character boundary)
+/// and `argv_bytes` and `argv_sha256` name the whole, so that a record stays small in
+/// the store and in the journal whatever a caller sends, and still identifies it.
+fn audited_argv(draft: Draft, argv: &[String]) -> Draft {
+    use sha2::Digest;
+    let json = serde_json::to_string(argv).unwrap_or_default();
+    if json.len() <= AUDIT_ARGV_BYTES {
+        return draft.with("argv", json);
+    }
+    let mut cut = AUDIT_ARGV_BYTES;
+    while !json.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    let hash: String = sha2::Sha256::digest(json.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    draft
+        .with("argv", format!("{}…", &json[..cut]))
+        .with("argv_bytes", json.len().to_string())
+        .with("argv_sha256", hash)
+}
+
+/// Bytes of a job record as the store keeps it.
+fn record_size(record: &JobRecord) -> u64 {
+    serde_json::to_vec(record).map_or(0, |v| v.len() as u64)
 }
 
 /// Bytes for people: "512 B", "3.0 MiB".
