@@ -5,12 +5,15 @@
 //!
 //! ```text
 //! cargo bench --bench scale -- [--baseline PATH] [--rules N] [--reloads N]
-//!     [--soak-secs S] [--soak-clients N] [--secs S] [--only SECTION,...]
+//!     [--soak-secs S] [--soak-clients N] [--mix-secs S] [--mix-clients N] [--secs S]
+//!     [--only SECTION,...]
 //! ```
 //!
 //! Sections: `argv` (a refused-argv flood: store growth), `soak` (a flood of jobs that
 //! start, state on a 64 MiB file system, while another user calls `SetProxy` every 50
-//! ms), `rules` (RSS and `Admin.Reload` with N rules, Resolve latency during reloads),
+//! ms), `mix` (the soak of many clients on their own connections, a mix of every kind
+//! of call: latencies per kind, errors, RSS), `listjobs` (`ListJobs` with a long job
+//! history), `rules` (RSS and `Admin.Reload` with N rules, Resolve latency during reloads),
 //! `writes` (`SetProxy` by a gateway, 1/8/32 in flight), `reads` (`ResolveTicket` vs
 //! `Resolve`, `CheckProxy` vs `Peer.Ping`), `exec` (`Exec` latency).
 //!
@@ -46,6 +49,8 @@ struct Options {
     soak_secs: u64,
     soak_clients: usize,
     secs: f64,
+    mix_secs: u64,
+    mix_clients: usize,
     only: Option<Vec<String>>,
 }
 
@@ -60,6 +65,8 @@ impl Options {
             soak_secs: if measuring { 15 } else { 2 },
             soak_clients: 2,
             secs: if measuring { 3.0 } else { 0.3 },
+            mix_secs: if measuring { 60 } else { 2 },
+            mix_clients: if measuring { 64 } else { 8 },
             only: None,
         };
         let mut i = 0;
@@ -76,6 +83,8 @@ impl Options {
                 "--soak-secs" => o.soak_secs = value().parse().expect("--soak-secs S"),
                 "--soak-clients" => o.soak_clients = value().parse().expect("--soak-clients N"),
                 "--secs" => o.secs = value().parse().expect("--secs S"),
+                "--mix-secs" => o.mix_secs = value().parse().expect("--mix-secs S"),
+                "--mix-clients" => o.mix_clients = value().parse().expect("--mix-clients N"),
                 "--only" => o.only = Some(value().split(',').map(String::from).collect()),
                 _ => {
                     i += 1;
@@ -156,6 +165,7 @@ enum Call {
     ResolveTicket(String),
     /// `Exec(login, argv, {}, "/")`.
     Exec(String, Vec<String>),
+    ListJobs(String),
 }
 
 impl Call {
@@ -175,6 +185,7 @@ impl Call {
                 argv.extend((0..count).map(|_| "x".repeat(bytes)));
                 Call::Exec(arg(1), argv)
             }
+            "list" => Call::ListJobs(arg(1)),
             other => panic!("unknown call {other}"),
         }
     }
@@ -208,6 +219,7 @@ impl Call {
                 let (d, p, i, m) = call("org.proxyuserd1.Sessions", "ResolveTicket");
                 connection.call_method(d, p, i, m, &(ticket,)).await
             }
+            Call::ListJobs(login) => return list_jobs(connection, login).await,
             Call::Exec(login, argv) => {
                 let (d, p, i, m) = call("org.proxyuserd1.Jobs", "Exec");
                 let env: BTreeMap<String, String> = BTreeMap::new();
@@ -216,10 +228,7 @@ impl Call {
                     .await
             }
         };
-        result.map(drop).map_err(|e| match e {
-            zbus::Error::MethodError(name, _, _) => name.to_string(),
-            other => other.to_string(),
-        })
+        result.map(drop).map_err(error_name)
     }
 }
 
@@ -261,11 +270,189 @@ fn client_main(args: &[String]) {
                 Some(Duration::from_millis(args[2].parse().unwrap())),
                 Call::parse(&args[4..]),
             ),
+            "mix" => {
+                return mix(
+                    &address,
+                    args[2].parse().unwrap(),
+                    args[3].parse().unwrap(),
+                    &args[4],
+                    &args[5],
+                    args.get(6).unwrap_or(&args[4]),
+                )
+                .await;
+            }
             other => panic!("unknown client mode {other}"),
         };
         drive(&connection, workers, limit, period, call).await
     });
     println!("{result}");
+}
+
+/// `--client ADDRESS mix CONNECTIONS SECS LOGIN PROXY [JOBS_LOGIN]`: CONNECTIONS
+/// connections of their own, each a loop of the soak's mix for LOGIN (the caller's own
+/// name when it is a login): out of 20 calls, 12 `Resolve`, 3 `CheckProxy`, 2 writes, 1
+/// `ListJobs` and 1 `Exec`+`Wait` for JOBS_LOGIN, 1 `OpenSession`+`ResolveCookies` (a
+/// `Resolve` for callers that are not gateways). A gateway's writes alternate
+/// `SetProxy`/`ClearProxy`; a login's are all `SetProxy`, so that its jobs' user stays
+/// the same between `Exec` and `Wait`. Prints, per kind, the latencies and errors like
+/// `drive`, plus the calls per second of all kinds together.
+async fn mix(
+    address: &str,
+    connections: usize,
+    secs: f64,
+    login: &str,
+    proxy: &str,
+    jobs_login: &str,
+) -> Value {
+    const KINDS: [&str; 20] = [
+        "read", "read", "read", "check", "read", "read", "write", "read", "read", "list", "read",
+        "check", "read", "exec", "read", "read", "write", "read", "check", "session",
+    ];
+    let gateway = nix::unistd::getuid().as_raw() != ids(login).0;
+    let start = Instant::now();
+    let deadline = start + Duration::from_secs_f64(secs);
+    let mut tasks = Vec::new();
+    for c in 0..connections {
+        let connection = zbus::connection::Builder::address(address)
+            .build()
+            .await
+            .expect("connect to the bus");
+        let (login, proxy, jobs_login) =
+            (login.to_string(), proxy.to_string(), jobs_login.to_string());
+        tasks.push(tokio::spawn(async move {
+            let mut seen: BTreeMap<&'static str, (Vec<Duration>, BTreeMap<String, u64>)> =
+                BTreeMap::new();
+            let mut turn = c * 7;
+            let mut toggles = 0u64;
+            while Instant::now() < deadline {
+                let kind = KINDS[turn % KINDS.len()];
+                turn += 1;
+                let sent = Instant::now();
+                let result = match kind {
+                    "read" => Call::Resolve(login.clone()).send(&connection, 0).await,
+                    "check" => {
+                        Call::CheckProxy(login.clone(), proxy.clone())
+                            .send(&connection, 0)
+                            .await
+                    }
+                    "write" => {
+                        toggles += if gateway { 1 } else { 2 };
+                        Call::Toggle(login.clone(), proxy.clone())
+                            .send(&connection, toggles)
+                            .await
+                    }
+                    "list" => list_jobs(&connection, &jobs_login).await,
+                    "exec" => exec_and_wait(&connection, &jobs_login).await,
+                    _ if gateway => session(&connection, &login).await,
+                    _ => Call::Resolve(login.clone()).send(&connection, 0).await,
+                };
+                let entry = seen.entry(kind).or_default();
+                entry.0.push(sent.elapsed());
+                if let Err(name) = result {
+                    *entry.1.entry(name).or_default() += 1;
+                }
+            }
+            seen
+        }));
+    }
+    let mut all: BTreeMap<&'static str, (Vec<Duration>, BTreeMap<String, u64>)> = BTreeMap::new();
+    for task in tasks {
+        for (kind, (l, e)) in task.await.unwrap() {
+            let entry = all.entry(kind).or_default();
+            entry.0.extend(l);
+            for (k, v) in e {
+                *entry.1.entry(k).or_default() += v;
+            }
+        }
+    }
+    let secs = start.elapsed().as_secs_f64();
+    let total: usize = all.values().map(|(l, _)| l.len()).sum();
+    let kinds: serde_json::Map<String, Value> = all
+        .into_iter()
+        .map(|(kind, (mut l, e))| (kind.to_string(), summary(&mut l, e, secs)))
+        .collect();
+    json!({ "calls": total, "secs": secs, "rate": total as f64 / secs, "kinds": kinds })
+}
+
+async fn list_jobs(connection: &zbus::Connection, login: &str) -> Result<(), String> {
+    connection
+        .call_method(
+            Some(DEST),
+            PATH,
+            Some("org.proxyuserd1.Jobs"),
+            "ListJobs",
+            &(login,),
+        )
+        .await
+        .map(drop)
+        .map_err(error_name)
+}
+
+async fn exec_and_wait(connection: &zbus::Connection, login: &str) -> Result<(), String> {
+    let jobs = Some("org.proxyuserd1.Jobs");
+    let env: BTreeMap<String, String> = BTreeMap::new();
+    let reply = connection
+        .call_method(
+            Some(DEST),
+            PATH,
+            jobs,
+            "Exec",
+            &(login, vec!["/bin/true"], env, "/"),
+        )
+        .await
+        .map_err(error_name)?;
+    let job: String = reply.body().deserialize().map_err(|e| e.to_string())?;
+    connection
+        .call_method(Some(DEST), PATH, jobs, "Wait", &(login, job))
+        .await
+        .map(drop)
+        .map_err(error_name)
+}
+
+async fn session(connection: &zbus::Connection, login: &str) -> Result<(), String> {
+    let sessions = Some("org.proxyuserd1.Sessions");
+    let reply = connection
+        .call_method(Some(DEST), PATH, sessions, "OpenSession", &(login,))
+        .await
+        .map_err(error_name)?;
+    let ticket: String = reply.body().deserialize().map_err(|e| e.to_string())?;
+    let header = format!("linkis_user_session_ticket_id_v1={ticket}");
+    connection
+        .call_method(Some(DEST), PATH, sessions, "ResolveCookies", &(header,))
+        .await
+        .map(drop)
+        .map_err(error_name)
+}
+
+fn error_name(e: zbus::Error) -> String {
+    match e {
+        zbus::Error::MethodError(name, _, _) => name.to_string(),
+        other => other.to_string(),
+    }
+}
+
+/// Count, rate, errors and percentiles of one kind of call.
+fn summary(latencies: &mut [Duration], errors: BTreeMap<String, u64>, secs: f64) -> Value {
+    latencies.sort();
+    let pct = |p: f64| -> f64 {
+        if latencies.is_empty() {
+            return 0.0;
+        }
+        let i = ((latencies.len() as f64 * p).ceil() as usize).clamp(1, latencies.len()) - 1;
+        latencies[i].as_secs_f64() * 1000.0
+    };
+    let failed: u64 = errors.values().sum();
+    json!({
+        "calls": latencies.len(),
+        "secs": secs,
+        "rate": latencies.len() as f64 / secs,
+        "ok": latencies.len() as u64 - failed,
+        "errors": errors,
+        "p50_ms": pct(0.50),
+        "p95_ms": pct(0.95),
+        "p99_ms": pct(0.99),
+        "max_ms": pct(1.0),
+    })
 }
 
 #[derive(Clone, Copy)]
@@ -327,26 +514,7 @@ async fn drive(
         }
     }
     let secs = start.elapsed().as_secs_f64();
-    latencies.sort();
-    let pct = |p: f64| -> f64 {
-        if latencies.is_empty() {
-            return 0.0;
-        }
-        let i = ((latencies.len() as f64 * p).ceil() as usize).clamp(1, latencies.len()) - 1;
-        latencies[i].as_secs_f64() * 1000.0
-    };
-    let failed: u64 = errors.values().sum();
-    json!({
-        "calls": latencies.len(),
-        "secs": secs,
-        "rate": latencies.len() as f64 / secs,
-        "ok": latencies.len() as u64 - failed,
-        "errors": errors,
-        "p50_ms": pct(0.50),
-        "p95_ms": pct(0.95),
-        "p99_ms": pct(0.99),
-        "max_ms": pct(1.0),
-    })
+    summary(&mut latencies, errors, secs)
 }
 
 // ---------------------------------------------------------------------------------
@@ -688,6 +856,126 @@ fn spawn_resolver(env: &Env) -> (std::thread::JoinHandle<Value>, Arc<AtomicBool>
     (handle, stop)
 }
 
+/// The 60 s soak: 64 clients on their own connections, three in four as a gateway
+/// (choosing bob's proxy, running carol's jobs), one in four as alice herself, each
+/// running the mix of `mix`.
+fn mix_soak(o: &Options, table: &mut Table) {
+    let secs = o.mix_secs.to_string();
+    let gateway_connections = o.mix_clients * 3 / 4;
+    let login_connections = o.mix_clients - gateway_connections;
+    let mut rows: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for daemon in o.daemons() {
+        let mut env = env_for("scale-mix", &daemon, "");
+        env.start_daemon();
+        env.ctl_ok(ALICE, &["proxy", "set", ETL]);
+        let pid = env.daemon_pid();
+        let base = rss_bytes(pid);
+        // Processes of at most 12 connections each.
+        let mut clients = Vec::new();
+        for (user, login, jobs_login, total) in [
+            (GATEWAY, BOB, CAROL, gateway_connections),
+            (ALICE, ALICE, ALICE, login_connections),
+        ] {
+            let mut left = total;
+            while left > 0 {
+                let n = left.min(12);
+                left -= n;
+                let n = n.to_string();
+                let args = ["mix", &n, &secs, login, ETL, jobs_login].map(String::from);
+                clients.push(client(&env, user, &args));
+            }
+        }
+        let started = Instant::now();
+        let warm = Duration::from_secs((o.mix_secs / 6).max(1));
+        let mut rss = Vec::new();
+        while started.elapsed() < Duration::from_secs(o.mix_secs) {
+            std::thread::sleep(Duration::from_millis(500));
+            if started.elapsed() >= warm {
+                rss.push(rss_bytes(pid));
+            }
+        }
+        let results: Vec<Value> = clients.into_iter().map(client_result).collect();
+        let after = rss_bytes(pid);
+        let rate: f64 = results
+            .iter()
+            .map(|r| r["rate"].as_f64().unwrap_or(0.0))
+            .sum();
+        // Merged per kind: counts and errors add up; percentiles are the worst client's.
+        let mut kinds: BTreeMap<String, (u64, BTreeMap<String, u64>, f64, f64)> = BTreeMap::new();
+        for r in &results {
+            for (kind, v) in r["kinds"].as_object().cloned().unwrap_or_default() {
+                let entry = kinds.entry(kind).or_default();
+                entry.0 += v["calls"].as_u64().unwrap_or(0);
+                for (k, n) in v["errors"].as_object().cloned().unwrap_or_default() {
+                    *entry.1.entry(k).or_default() += n.as_u64().unwrap_or(0);
+                }
+                entry.2 = entry.2.max(v["p50_ms"].as_f64().unwrap_or(0.0));
+                entry.3 = entry.3.max(v["p99_ms"].as_f64().unwrap_or(0.0));
+            }
+        }
+        let errors: u64 = kinds.values().map(|k| k.1.values().sum::<u64>()).sum();
+        rows.entry("a all calls".into()).or_default().push(format!(
+            "{rate:.0}/s, {errors} errors{}",
+            if alive(&env) { "" } else { ", daemon DEAD" }
+        ));
+        let names = [
+            ("read", "b Resolve"),
+            ("check", "c CheckProxy"),
+            ("session", "d OpenSession+ResolveCookies"),
+            ("write", "e SetProxy/ClearProxy"),
+            ("list", "f ListJobs"),
+            ("exec", "g Exec+Wait"),
+        ];
+        for (kind, label) in names {
+            let (calls, errors, p50, p99) = kinds.remove(kind).unwrap_or_default();
+            rows.entry(format!("{label} p50/p99 (worst client)"))
+                .or_default()
+                .push(format!(
+                    "{p50:.1}/{p99:.1} ms, {calls} calls, {}",
+                    errors_text(&json!({ "errors": errors }))
+                ));
+        }
+        let high = rss.iter().copied().max().unwrap_or(after);
+        rows.entry("h RSS start → after warm-up → end (max)".into())
+            .or_default()
+            .push(format!(
+                "{} → {} → {} ({})",
+                mib(base),
+                mib(rss.first().copied().unwrap_or(after)),
+                mib(after),
+                mib(high)
+            ));
+    }
+    let label = format!("mix {}×{}s", o.mix_clients, o.mix_secs);
+    for (what, values) in rows {
+        table.row(format!("{label}: {}", &what[2..]), values);
+    }
+}
+
+/// `ListJobs` of a user with a long history of jobs.
+fn list_jobs_history(o: &Options, table: &mut Table) {
+    let jobs = if o.measuring { 2_500 } else { 20 };
+    let mut row = Vec::new();
+    for daemon in o.daemons() {
+        let mut env = env_for("scale-listjobs", &daemon, "");
+        env.start_daemon();
+        let made = run_client(
+            &env,
+            CAROL,
+            &["count", &jobs.to_string(), "exec", CAROL, "0", "0"],
+        );
+        let listed = run_client(&env, CAROL, &["count", "200", "list", CAROL]);
+        row.push(format!(
+            "p50 {:.2} ms, p99 {:.2} ms ({} jobs made, {})",
+            listed["p50_ms"].as_f64().unwrap_or(0.0),
+            listed["p99_ms"].as_f64().unwrap_or(0.0),
+            made["ok"],
+            errors_text(&listed)
+        ));
+    }
+    table.row(format!("ListJobs with {jobs} jobs in the history"), row);
+}
+
 /// `SetProxy`/`ClearProxy` by a trusted gateway, 1/8/32 in flight.
 fn writes(o: &Options, table: &mut Table) {
     let secs = o.secs.to_string();
@@ -803,9 +1091,11 @@ fn main() {
         rows: Vec::new(),
     };
     type Section = fn(&Options, &mut Table);
-    let sections: [(&str, Section); 6] = [
+    let sections: [(&str, Section); 8] = [
         ("argv", argv_flood),
         ("soak", soak),
+        ("mix", mix_soak),
+        ("listjobs", list_jobs_history),
         ("rules", rules),
         ("writes", writes),
         ("reads", reads),
@@ -818,8 +1108,8 @@ fn main() {
         }
     }
     println!(
-        "scale: {} rules, {} reloads, soak {}×{} s, {} s per throughput round",
-        o.rules, o.reloads, o.soak_clients, o.soak_secs, o.secs
+        "scale: {} rules, {} reloads, soak {}×{} s, mix {} clients × {} s, {} s per throughput round",
+        o.rules, o.reloads, o.soak_clients, o.soak_secs, o.mix_clients, o.mix_secs, o.secs
     );
     table.print();
 }
