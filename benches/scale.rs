@@ -328,24 +328,27 @@ async fn mix(
                 let kind = KINDS[turn % KINDS.len()];
                 turn += 1;
                 let sent = Instant::now();
-                let result = match kind {
-                    "read" => Call::Resolve(login.clone()).send(&connection, 0).await,
-                    "check" => {
-                        Call::CheckProxy(login.clone(), proxy.clone())
-                            .send(&connection, 0)
-                            .await
+                let result = timed(async {
+                    match kind {
+                        "read" => Call::Resolve(login.clone()).send(&connection, 0).await,
+                        "check" => {
+                            Call::CheckProxy(login.clone(), proxy.clone())
+                                .send(&connection, 0)
+                                .await
+                        }
+                        "write" => {
+                            toggles += if gateway { 1 } else { 2 };
+                            Call::Toggle(login.clone(), proxy.clone())
+                                .send(&connection, toggles)
+                                .await
+                        }
+                        "list" => list_jobs(&connection, &jobs_login).await,
+                        "exec" => exec_and_wait(&connection, &jobs_login).await,
+                        _ if gateway => session(&connection, &login).await,
+                        _ => Call::Resolve(login.clone()).send(&connection, 0).await,
                     }
-                    "write" => {
-                        toggles += if gateway { 1 } else { 2 };
-                        Call::Toggle(login.clone(), proxy.clone())
-                            .send(&connection, toggles)
-                            .await
-                    }
-                    "list" => list_jobs(&connection, &jobs_login).await,
-                    "exec" => exec_and_wait(&connection, &jobs_login).await,
-                    _ if gateway => session(&connection, &login).await,
-                    _ => Call::Resolve(login.clone()).send(&connection, 0).await,
-                };
+                })
+                .await;
                 let entry = seen.entry(kind).or_default();
                 entry.0.push(sent.elapsed());
                 if let Err(name) = result {
@@ -372,6 +375,14 @@ async fn mix(
         .map(|(kind, (mut l, e))| (kind.to_string(), summary(&mut l, e, secs)))
         .collect();
     json!({ "calls": total, "secs": secs, "rate": total as f64 / secs, "kinds": kinds })
+}
+
+/// A call that has no answer after 25 s (libdbus's default) is an error, `Timeout`: a
+/// daemon that hangs (as one did on a full disk) must not hang the bench.
+async fn timed(call: impl std::future::Future<Output = Result<(), String>>) -> Result<(), String> {
+    tokio::time::timeout(Duration::from_secs(25), call)
+        .await
+        .unwrap_or_else(|_| Err("Timeout".into()))
 }
 
 async fn list_jobs(connection: &zbus::Connection, login: &str) -> Result<(), String> {
@@ -494,7 +505,7 @@ async fn drive(
                         next += period;
                     }
                     let sent = Instant::now();
-                    if let Err(name) = call.send(&connection, turn).await {
+                    if let Err(name) = timed(call.send(&connection, turn)).await {
                         *errors.entry(name).or_default() += 1;
                     }
                     latencies.push(sent.elapsed());
