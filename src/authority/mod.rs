@@ -33,7 +33,7 @@ use crate::audit::{AuditUnavailable, Draft, Event, Ledger, Txn};
 use crate::config::Config;
 use crate::names::check_user_name;
 use crate::policy::{CompiledRules, Micros, Subject};
-use crate::store::{Store, StoreConfig, StoreError};
+use crate::store::{Store, StoreConfig, StoreError, Ticket};
 
 pub use jobs::{JobPage, STREAMS, WaitFor, bytes};
 pub use pam::PamPlace;
@@ -275,6 +275,21 @@ impl Authority {
     /// durable: a call answers only after what it saw or caused is on disk.
     pub async fn settle(&self) {
         self.ledger.settled().await
+    }
+
+    /// Runs `read`, a path that only reads (and records nothing), noting the newest
+    /// change it read that is not durable yet: the one [`settle_read`](Self::settle_read)
+    /// waits for. A read of durable data waits for nobody's flush.
+    pub fn read_noting<T>(&self, read: impl FnOnce() -> T) -> (T, Option<Ticket>) {
+        self.store.noting_unflushed(read)
+    }
+
+    /// Completes once the change a read saw (if any) is durable, or its flush failed
+    /// (a failure is its writer's to report).
+    pub async fn settle_read(&self, seen: Option<Ticket>) {
+        if let Some(ticket) = seen {
+            let _ = self.store.durable(ticket).await;
+        }
     }
 
     /// Completes when the rule set changes after this call.

@@ -104,13 +104,17 @@ impl Shared {
         // Outside `in_flight`: callers waiting to be admitted do not hold up shutdown.
         let _admitted = self.admission.admit(&self.authority, &caller).await?;
         let _in_flight = self.in_flight.read().await;
-        let answer = match fast(&self.authority, &caller) {
-            Some(answer) => Ok(answer),
-            None => {
-                let authority = self.authority.clone();
-                blocking(move || op(&authority, &caller)).await
-            }
-        };
+        // The fast path reads and records nothing: its answer waits only for the flush
+        // of a change it read, if that is not on disk yet.
+        let (fast, seen) = self
+            .authority
+            .read_noting(|| fast(&self.authority, &caller));
+        if let Some(answer) = fast {
+            self.authority.settle_read(seen).await;
+            return Ok(answer);
+        }
+        let authority = self.authority.clone();
+        let answer = blocking(move || op(&authority, &caller)).await;
         // Whatever the call saw or caused (a denial too) is on disk before the caller
         // hears of it.
         self.authority.settle().await;

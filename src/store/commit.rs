@@ -194,6 +194,16 @@ impl Commits {
         *self.overlay.lock().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(overlay));
     }
 
+    /// The newest change of `key` in `tree` that is applied but not yet durable.
+    pub(super) fn unflushed(&self, tree: Tree, key: &[u8]) -> Option<Ticket> {
+        let pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        pending
+            .iter()
+            .rev()
+            .find(|(_, replaced)| replaced.iter().any(|(t, k, _)| *t == tree && k == key))
+            .map(|(ticket, _)| *ticket)
+    }
+
     fn forget_durable(&self, ticket: Ticket) {
         let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
         while pending.front().is_some_and(|(t, _)| *t <= ticket) {

@@ -26,6 +26,8 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
+use std::cell::Cell;
+
 use arc_swap::ArcSwapOption;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -39,6 +41,14 @@ pub use records::{
 };
 pub use schema::SCHEMA_VERSION;
 pub use typed::keys;
+
+thread_local! {
+    /// Whether reads on this thread note the unflushed changes they see (see
+    /// [`Store::noting_unflushed`]).
+    static NOTING: Cell<bool> = const { Cell::new(false) };
+    /// The newest unflushed change read while noting.
+    static NOTED: Cell<Option<Ticket>> = const { Cell::new(None) };
+}
 
 /// The trees of the store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -334,7 +344,27 @@ impl Store {
         {
             return Ok(old.clone());
         }
-        Ok(self.db()?.tree(tree).get(key)?)
+        let value = self.db()?.tree(tree).get(key)?;
+        if NOTING.get()
+            && let Some(ticket) = self.commits.unflushed(tree, key)
+        {
+            NOTED.set(Some(NOTED.get().map_or(ticket, |noted| noted.max(ticket))));
+        }
+        Ok(value)
+    }
+
+    /// Runs `read` (point reads with [`get`](Self::get), on this thread) and returns with
+    /// its result the newest not-yet-durable change it read, if any: what must be
+    /// durable before an answer built on the read is given. Readers of durable data need
+    /// not wait for anybody's flush.
+    pub fn noting_unflushed<T>(&self, read: impl FnOnce() -> T) -> (T, Option<Ticket>) {
+        let (was_noting, before) = (NOTING.replace(true), NOTED.take());
+        let result = read();
+        let noted = NOTED.take();
+        NOTING.set(was_noting);
+        // An enclosing reader saw what this one saw.
+        NOTED.set(before.max(noted).filter(|_| was_noting));
+        (result, noted)
     }
 
     /// The record at `key` in `tree`.

@@ -254,3 +254,49 @@ fn a_schema_1_store_is_migrated() {
     drop(store);
     std::fs::remove_dir_all(dir.parent().unwrap()).unwrap();
 }
+
+#[test]
+fn a_read_notes_the_unflushed_change_it_saw_and_nothing_else() {
+    let dir = temp_dir("noting");
+    let store = Arc::new(Store::open(&dir, config()).unwrap());
+    store
+        .commit(&[Write::put(Tree::Associations, "bob", &assoc("etl"))])
+        .unwrap();
+    // Hold the committer before its next flush until the reads are done.
+    let (hold, held) = std::sync::mpsc::channel::<()>();
+    let held = Mutex::new(held);
+    store.set_hooks(Hooks {
+        before_flush: Box::new(move || {
+            let _ = held.lock().unwrap().recv();
+        }),
+        after_flush: Box::new(|_| {}),
+    });
+    let ticket = store
+        .apply(&[Write::put(Tree::Associations, "alice", &assoc("etl"))])
+        .unwrap();
+    let read = |login: &str| store.noting_unflushed(|| store.association(login).unwrap());
+    let (alice, noted) = read("alice");
+    assert_eq!(alice.unwrap().proxy, "etl");
+    assert_eq!(
+        noted,
+        Some(ticket),
+        "alice's association is not on disk yet"
+    );
+    let (bob, noted) = read("bob");
+    assert!(bob.is_some());
+    assert_eq!(
+        noted, None,
+        "bob's association is durable: nothing to wait for"
+    );
+    // An enclosing reader hears of what an inner one saw.
+    let (_, outer) = store.noting_unflushed(|| read("alice"));
+    assert_eq!(outer, Some(ticket));
+    // Reads outside noting note nothing for a later noter.
+    store.association("alice").unwrap();
+    assert_eq!(read("bob").1, None);
+    drop(hold);
+    store.wait_durable(ticket).unwrap();
+    assert_eq!(read("alice").1, None, "durable now");
+    drop(store);
+    std::fs::remove_dir_all(dir.parent().unwrap()).unwrap();
+}
