@@ -295,7 +295,8 @@ fn attack_9_2_an_audit_log_that_lost_its_tail_is_caught_at_start_and_by_verify()
     assert_eq!(before.len(), 15);
     assert!(env.ctl(ROOT, &["audit", "--verify"]).ok());
     // journald got its copy of every record (sent once the record was durable).
-    env.journal_audit(&[("PROXYUSERD_SEQ", "15")], 1);
+    let copy = env.journal_audit(&[("PROXYUSERD_SEQ", "15")], 1);
+    assert_eq!(copy.len(), 1, "record 15 never reached journald");
     assert_eq!(env.stop_daemon(), 0);
 
     // Flip one byte of record 13 where sled keeps it: sled reads the damaged entry of
