@@ -9,13 +9,13 @@ the bus to let it eavesdrop), and prints one line per event:
     SIGNAL member arg arg ...   each signal received
     ADMIN OK | ADMIN <error>    with --poll-admin: Admin.ListRules every 100 ms
 
-With --unknown-names N: sends N CheckProxy(LOGIN, NAME) calls at once, each NAME a
-different account that does not exist, prints one line per reply (the D-Bus error name,
-or OK) and exits.
+With --unknown-names BURST...: sends bursts of CheckProxy(LOGIN, NAME) calls, all of a
+burst at once, each NAME a different account that does not exist; prints one line per
+reply (the burst's number and the D-Bus error name, or OK) and exits.
 
 Run with Debian's /usr/bin/python3 (python3-dbus, python3-gi).
 
-usage: attack_client.py BUS_ADDRESS LOGIN [--poll-admin | --unknown-names N]
+usage: attack_client.py BUS_ADDRESS LOGIN [--poll-admin | --unknown-names BURST...]
 """
 import sys
 
@@ -30,21 +30,31 @@ bus = dbus.bus.BusConnection(address)
 loop = GLib.MainLoop()
 
 if sys.argv[3:4] == ["--unknown-names"]:
-    count = int(sys.argv[4])
+    bursts = [int(n) for n in sys.argv[4:]]
     check = bus.get_object("org.proxyuserd1", "/org/proxyuserd1", introspect=False) \
         .get_dbus_method("CheckProxy", "org.proxyuserd1.Identity")
-    pending = [count]
+    state = {"burst": 0, "pending": 0, "name": 0}
 
     def answered(line):
-        print(line, flush=True)
-        pending[0] -= 1
-        if pending[0] == 0:
-            loop.quit()
+        print(f"{state['burst']} {line}", flush=True)
+        state["pending"] -= 1
+        if state["pending"] == 0:
+            next_burst()
 
-    for i in range(count):
-        check(login, f"pxt-nobody-{i}", signature="ss", timeout=60,
-              reply_handler=lambda *_: answered("OK"),
-              error_handler=lambda e: answered(e.get_dbus_name()))
+    def next_burst():
+        if state["burst"] == len(bursts):
+            loop.quit()
+            return
+        count = bursts[state["burst"]]
+        state["burst"] += 1
+        state["pending"] = count
+        for _ in range(count):
+            state["name"] += 1
+            check(login, f"pxt-nobody-{state['name']}", signature="ss", timeout=60,
+                  reply_handler=lambda *_: answered("OK"),
+                  error_handler=lambda e: answered(e.get_dbus_name()))
+
+    next_burst()
     loop.run()
     sys.exit(0)
 
