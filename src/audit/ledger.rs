@@ -518,13 +518,19 @@ impl Txn<'_> {
         stats.records += 1;
         writes.push(Write::audit(head.next_seq, value));
         writes.push(Store::put_audit_stats(&stats));
+        // The record joins `unsent` in the same step that gives it its ticket: a flush
+        // that covered the ticket and finished in between would never copy it to the
+        // journal or move the anchor to it (the committer takes `unsent` only after it
+        // flushed, never while a write waits for it).
+        let mut unsent = lock(&self.ledger.unsent);
         let ticket = self.ledger.store.apply(&writes)?;
+        unsent.push_back((ticket, record.clone()));
+        drop(unsent);
         self.bytes += writes.iter().map(|w| w.size() as u64).sum::<u64>();
         head.next_seq += 1;
         head.last_hash = record[HASH].clone();
         head.stats = stats;
         self.ticket = Some(ticket);
-        lock(&self.ledger.unsent).push_back((ticket, record.clone()));
         Ok(record)
     }
 

@@ -423,8 +423,10 @@ pub fn next_check(authority: &Authority, now: Micros) -> Micros {
         .map_or(periodic, |t| t.min(periodic))
 }
 
-/// Creates `dir` as a root-only directory, or repairs its mode; refuses a directory
-/// that another user owns (and so could write whatever its mode says).
+/// Creates `dir` as a root-only directory, or makes an existing one private (a mode
+/// that lets others read is repaired). Refuses a state directory another user could
+/// have written: one that it, or anything in it, belongs to another user, or is
+/// writable by group or others — its content may not be the daemon's own.
 pub fn secure_state_dir(dir: &Path) -> Result<(), String> {
     use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
     std::fs::DirBuilder::new()
@@ -449,6 +451,30 @@ pub fn secure_state_dir(dir: &Path) -> Result<(), String> {
             meta.uid()
         ));
     }
+    let entries: Vec<(std::path::PathBuf, std::fs::Metadata)> = walk(dir)
+        .into_iter()
+        .filter_map(|path| std::fs::symlink_metadata(&path).ok().map(|m| (path, m)))
+        .collect();
+    let everything = std::iter::once((dir.to_path_buf(), meta.clone())).chain(entries.clone());
+    for (path, meta) in everything {
+        if meta.uid() != me {
+            return Err(format!(
+                "{} in the state directory belongs to uid {}, not to the daemon (uid {me}): \
+                 refusing state another user may have written",
+                path.display(),
+                meta.uid()
+            ));
+        }
+        // A symbolic link's own mode means nothing.
+        if !meta.file_type().is_symlink() && meta.mode() & 0o022 != 0 {
+            return Err(format!(
+                "{} is writable by group or others (mode {:o}): refusing state another user \
+                 may have changed (if its content is trusted, `chmod go-w` it)",
+                path.display(),
+                meta.mode() & 0o7777
+            ));
+        }
+    }
     if meta.mode() & 0o7777 != 0o700 {
         tracing::warn!(
             "state directory {} had mode {:o}: made it 0700",
@@ -459,19 +485,17 @@ pub fn secure_state_dir(dir: &Path) -> Result<(), String> {
             .map_err(|e| format!("cannot make {} mode 0700: {e}", dir.display()))?;
     }
     // What older versions (or a looser umask) made readable stays private too.
-    for entry in walk(dir) {
-        if let Ok(meta) = std::fs::symlink_metadata(&entry)
-            && !meta.file_type().is_symlink()
-            && meta.mode() & 0o077 != 0
-        {
+    for (path, meta) in entries {
+        if !meta.file_type().is_symlink() && meta.mode() & 0o077 != 0 {
             let private = if meta.is_dir() { 0o700 } else { 0o600 };
-            let _ = std::fs::set_permissions(&entry, std::fs::Permissions::from_mode(private));
+            let _ = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(private));
         }
     }
     Ok(())
 }
 
-/// The entries of `dir` and of its `db` subdirectory (where sled keeps its files).
+/// The entries of `dir`, of its `db` subdirectory (where sled keeps its files) and of
+/// `jobs` (a directory per job's output).
 fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
     let list = |d: &Path| -> Vec<std::path::PathBuf> {
         std::fs::read_dir(d)
@@ -481,5 +505,6 @@ fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
     let mut all = list(dir);
     all.extend(list(&dir.join("db")));
     all.extend(list(&dir.join("db/blobs")));
+    all.extend(list(&dir.join("jobs")));
     all
 }

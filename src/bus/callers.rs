@@ -100,14 +100,39 @@ impl Callers {
         Ok(caller)
     }
 
-    /// The peers that have called, with who they are.
-    pub fn peers(&self) -> Vec<(String, Arc<Caller>)> {
-        self.known
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .iter()
-            .map(|(name, known)| (name.clone(), known.caller.clone()))
-            .collect()
+    /// The peers that have called, with who they are now: one decided longer ago than
+    /// `nss_cache_secs` is decided again first (an admin who left the admin group hears
+    /// no more than anyone else). A peer that cannot be decided now is left out.
+    pub async fn peers(&self) -> Vec<(String, Arc<Caller>)> {
+        let ttl = Duration::from_secs(self.authority.config().nss_cache_secs);
+        let mut current = Vec::new();
+        let mut stale = Vec::new();
+        for (name, known) in self.known.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+            if known.decided.is_some_and(|at| at.elapsed() < ttl) {
+                current.push((name.clone(), known.caller.clone()));
+            } else {
+                stale.push((name.clone(), known.caller.uid, known.caller.pid));
+            }
+        }
+        for (name, uid, pid) in stale {
+            let authority = self.authority.clone();
+            let Ok(caller) = super::blocking(move || authority.caller(uid, pid)).await else {
+                continue;
+            };
+            let caller = Arc::new(caller);
+            // Only if it is still there: a peer that left meanwhile stays forgotten.
+            if let Some(known) = self
+                .known
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get_mut(&name)
+            {
+                known.caller = caller.clone();
+                known.decided = Some(Instant::now());
+                current.push((name, caller));
+            }
+        }
+        current
     }
 
     /// Decides every caller anew at its next call (after a reload, so admin group

@@ -166,7 +166,7 @@ pub async fn forward_notices(
         let mut sent = Ok(());
         match &notice {
             Notice::ProxyChanged { login, proxy, why } => {
-                for (peer, caller) in callers.peers() {
+                for (peer, caller) in callers.peers().await {
                     if crate::access::act_for(&caller, login).is_ok() {
                         let Ok(peer) = zbus::names::BusName::try_from(peer.as_str()) else {
                             continue;
@@ -191,7 +191,7 @@ pub async fn forward_notices(
                 run_as,
                 end,
             } => {
-                for (peer, caller) in callers.peers() {
+                for (peer, caller) in callers.peers().await {
                     let involved = crate::access::act_for(&caller, login).is_ok()
                         || caller.name.as_deref() == Some(run_as.as_str());
                     if involved {
