@@ -652,3 +652,140 @@ fn old_jobs_and_their_output_are_pruned() {
     assert!(job(&jobs(&env, ALICE), &running).is_some());
     env.ctl_ok(ALICE, &["cancel", &running]);
 }
+
+/// Processes (not zombies) whose command line contains `marker`: (pid, session).
+fn processes_with(marker: &str) -> Vec<(u32, u32)> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+            continue;
+        };
+        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+        if !cmdline.contains(marker) || !process_alive(pid) {
+            continue;
+        }
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let session = stat
+            .rsplit(')')
+            .next()
+            .and_then(|rest| rest.split_whitespace().nth(3))
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        found.push((pid, session));
+    }
+    found
+}
+
+#[test]
+fn a_job_that_leaves_its_session_still_ends_with_the_job_and_within_its_cap() {
+    let env = Env::with(
+        "jobescape",
+        "[exec]\nmax_output_bytes = 1048576\n",
+        &[("10-base.toml", BASE_RULES)],
+    );
+    env.ctl_ok(ALICE, &["proxy", "set", ETL]);
+    // setsid -f: the leader exits at once, its child leads a session of its own and
+    // writes 5 MB after 2 s, then sleeps.
+    let out = env.ctl(
+        ALICE,
+        &[
+            "exec",
+            "--",
+            "/usr/bin/setsid",
+            "-f",
+            "/bin/sh",
+            "-c",
+            "sleep 2; head -c 5000000 /dev/zero; sleep 3017",
+            "pxt-escape-marker",
+        ],
+    );
+    assert_eq!(out.code, 0, "{out:?}");
+    let list = jobs(&env, ALICE);
+    let record = list.last().unwrap();
+    assert_eq!(record["state"], "exited", "{record}");
+    let id = record["id"].as_str().unwrap().to_string();
+    let end = env.audit_events("exec-end");
+    let end = end.iter().find(|r| r["job"] == id).unwrap();
+    let recorded: u64 = end["stdout_bytes"].parse().unwrap();
+    // What the escaped process would have done by now.
+    std::thread::sleep(std::time::Duration::from_secs(4));
+    let left: Vec<_> = processes_with("pxt-escape-marker")
+        .into_iter()
+        .chain(processes_with("sleep 3017"))
+        .collect();
+    assert!(
+        left.is_empty(),
+        "processes of the job outlived it: {left:?}"
+    );
+    let stdout = env.ctl(ALICE, &["result", &id]);
+    assert!(
+        stdout.stdout.len() as u64 <= 1048576,
+        "{} bytes of output past the cap",
+        stdout.stdout.len()
+    );
+    assert_eq!(
+        stdout.stdout.len() as u64,
+        recorded,
+        "the output changed after the exec-end record"
+    );
+}
+
+#[test]
+fn a_job_inherits_no_descriptor_of_the_daemon() {
+    let mut env = Env::prepare("jobfds", "", &[("10-base.toml", BASE_RULES)]);
+    env.inherited_fd = Some(10);
+    env.start_daemon();
+    let daemon_fds = std::fs::read_dir(format!("/proc/{}/fd", env.daemon_pid()))
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .collect::<Vec<_>>();
+    assert!(
+        daemon_fds.contains(&10),
+        "the daemon did not inherit fd 10: {daemon_fds:?}"
+    );
+    env.ctl_ok(ALICE, &["proxy", "set", ETL]);
+    let out = env.ctl_ok(ALICE, &["exec", "--", "/bin/ls", "-l", "/proc/self/fd"]);
+    let fds: Vec<u32> = out
+        .lines()
+        .filter(|l| l.contains(" -> "))
+        .filter_map(|l| {
+            l.split(" -> ")
+                .next()?
+                .split_whitespace()
+                .last()?
+                .parse()
+                .ok()
+        })
+        .collect();
+    // 0, 1, 2 and the directory ls reads.
+    assert_eq!(fds, [0, 1, 2, 3], "{out}");
+    assert!(
+        out.contains("3 -> /proc/") || out.contains("3 -> /proc"),
+        "{out}"
+    );
+}
+
+#[test]
+fn no_job_survives_a_crash_of_the_daemon() {
+    let mut env = Env::start("jobcrash");
+    env.ctl_ok(ALICE, &["proxy", "set", ETL]);
+    // The kill right after Exec returned, and 2 s later; several times each.
+    for (try_, delay) in [0, 0, 0, 2, 2].into_iter().enumerate() {
+        let id = detach(&env, ALICE, &["/bin/sleep", "9898"]);
+        if delay > 0 {
+            std::thread::sleep(std::time::Duration::from_secs(delay));
+        }
+        env.kill_daemon();
+        env.start_daemon();
+        let left = processes_with("sleep 9898");
+        assert!(
+            left.is_empty(),
+            "try {try_} (kill {delay} s after Exec): the job outlived the crash: {left:?}"
+        );
+        let list = jobs(&env, ALICE);
+        assert_eq!(job(&list, &id).unwrap()["state"], "failed");
+    }
+}
