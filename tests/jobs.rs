@@ -653,8 +653,9 @@ fn old_jobs_and_their_output_are_pruned() {
     env.ctl_ok(ALICE, &["cancel", &running]);
 }
 
-/// Processes (not zombies) whose command line contains `marker`: (pid, session).
-fn processes_with(marker: &str) -> Vec<(u32, u32)> {
+/// Processes (not zombies) whose command line contains `marker`: pid, session and
+/// command line.
+fn processes_with(marker: &str) -> Vec<(u32, u32, String)> {
     let mut found = Vec::new();
     for entry in std::fs::read_dir("/proc").unwrap().flatten() {
         let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
@@ -674,21 +675,39 @@ fn processes_with(marker: &str) -> Vec<(u32, u32)> {
             .and_then(|rest| rest.split_whitespace().nth(3))
             .and_then(|s| s.parse().ok())
             .unwrap_or(0);
-        found.push((pid, session));
+        found.push((pid, session, cmdline));
     }
     found
 }
 
-#[test]
-fn a_job_that_leaves_its_session_still_ends_with_the_job_and_within_its_cap() {
+/// How the daemon of `env` says it contains jobs: its backend's, or `containment`'s
+/// (direct backend).
+fn assert_containment_logged(env: &Env, containment: &str) {
+    let expected = match std::env::var("PXT_EXPECT_BACKEND").as_deref() {
+        Ok("systemd") => "contained by their transient units' cgroups",
+        _ if containment == "subreaper" => "contained by the daemon as child subreaper",
+        _ => "contained by a cgroup each below",
+    };
+    let messages = env.log_messages(expected);
+    let said: Vec<_> = messages
+        .iter()
+        .filter(|m| m.contains("contained by"))
+        .collect();
+    assert_eq!(said.len(), 1, "{messages:?}");
+    assert!(said[0].contains(expected), "{said:?}");
+}
+
+/// The setsid escape of issue 9: the leader exits at once, its child leads a session of
+/// its own and writes 5 MB after 2 s, then sleeps. Nothing of it may outlive the job.
+fn escape(name: &str, containment: &str) {
     let env = Env::with(
-        "jobescape",
-        "[exec]\nmax_output_bytes = 1048576\n",
+        name,
+        &format!("[exec]\nmax_output_bytes = 1048576\ncontainment = \"{containment}\"\n"),
         &[("10-base.toml", BASE_RULES)],
     );
+    assert_containment_logged(&env, containment);
     env.ctl_ok(ALICE, &["proxy", "set", ETL]);
-    // setsid -f: the leader exits at once, its child leads a session of its own and
-    // writes 5 MB after 2 s, then sleeps.
+    let marker = format!("pxt-escape-{name}-");
     let out = env.ctl(
         ALICE,
         &[
@@ -699,7 +718,7 @@ fn a_job_that_leaves_its_session_still_ends_with_the_job_and_within_its_cap() {
             "/bin/sh",
             "-c",
             "sleep 2; head -c 5000000 /dev/zero; sleep 3017",
-            "pxt-escape-marker",
+            &marker,
         ],
     );
     assert_eq!(out.code, 0, "{out:?}");
@@ -712,10 +731,7 @@ fn a_job_that_leaves_its_session_still_ends_with_the_job_and_within_its_cap() {
     let recorded: u64 = end["stdout_bytes"].parse().unwrap();
     // What the escaped process would have done by now.
     std::thread::sleep(std::time::Duration::from_secs(4));
-    let left: Vec<_> = processes_with("pxt-escape-marker")
-        .into_iter()
-        .chain(processes_with("sleep 3017"))
-        .collect();
+    let left = processes_with(&marker);
     assert!(
         left.is_empty(),
         "processes of the job outlived it: {left:?}"
@@ -731,6 +747,16 @@ fn a_job_that_leaves_its_session_still_ends_with_the_job_and_within_its_cap() {
         recorded,
         "the output changed after the exec-end record"
     );
+}
+
+#[test]
+fn a_job_that_leaves_its_session_still_ends_with_the_job_and_within_its_cap() {
+    escape("jobescape", "auto");
+}
+
+#[test]
+fn without_cgroups_a_job_that_leaves_its_session_still_ends_with_the_job() {
+    escape("jobescapereaper", "subreaper");
 }
 
 #[test]
@@ -768,19 +794,36 @@ fn a_job_inherits_no_descriptor_of_the_daemon() {
     );
 }
 
-#[test]
-fn no_job_survives_a_crash_of_the_daemon() {
-    let mut env = Env::start("jobcrash");
+/// Kills the daemon right after an Exec, or 2 s after, several times: the job must be
+/// gone once the daemon serves again.
+fn crash(name: &str, containment: &str, seconds: &str) {
+    let mut env = Env::with(
+        name,
+        &format!("[exec]\ncontainment = \"{containment}\"\n"),
+        &[("10-base.toml", BASE_RULES)],
+    );
     env.ctl_ok(ALICE, &["proxy", "set", ETL]);
-    // The kill right after Exec returned, and 2 s later; several times each.
+    let marker = format!("pxt-crash-{name}-");
     for (try_, delay) in [0, 0, 0, 2, 2].into_iter().enumerate() {
-        let id = detach(&env, ALICE, &["/bin/sleep", "9898"]);
+        let id = detach(
+            &env,
+            ALICE,
+            &[
+                "/bin/sh",
+                "-c",
+                &format!("sleep {seconds}; : \"$0\""),
+                &marker,
+            ],
+        );
         if delay > 0 {
             std::thread::sleep(std::time::Duration::from_secs(delay));
         }
         env.kill_daemon();
         env.start_daemon();
-        let left = processes_with("sleep 9898");
+        let left = processes_with(&marker)
+            .into_iter()
+            .chain(processes_with(&format!("sleep {seconds}")))
+            .collect::<Vec<_>>();
         assert!(
             left.is_empty(),
             "try {try_} (kill {delay} s after Exec): the job outlived the crash: {left:?}"
@@ -788,4 +831,14 @@ fn no_job_survives_a_crash_of_the_daemon() {
         let list = jobs(&env, ALICE);
         assert_eq!(job(&list, &id).unwrap()["state"], "failed");
     }
+}
+
+#[test]
+fn no_job_survives_a_crash_of_the_daemon() {
+    crash("jobcrash", "auto", "9898");
+}
+
+#[test]
+fn without_cgroups_no_job_survives_a_crash_of_the_daemon() {
+    crash("jobcrashreaper", "subreaper", "9899");
 }
