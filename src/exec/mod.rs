@@ -90,7 +90,7 @@ impl ProcessEnd {
 
 /// A started job, by backend.
 pub enum Started {
-    Direct(Running),
+    Direct(Box<Running>),
     Unit {
         systemd: Arc<systemd::Systemd>,
         name: String,

@@ -361,7 +361,7 @@ impl Authority {
     fn start(&self, id: &str, unit: &str, spec: JobSpec) -> Result<exec::Started, StartError> {
         match &self.backend {
             exec::Backend::Direct(containment) => exec::spawn(spec, id, containment)
-                .map(exec::Started::Direct)
+                .map(|running| exec::Started::Direct(Box::new(running)))
                 .map_err(|e| StartError {
                     caller_fault: exec::is_request_error(&e),
                     message: e.to_string(),
