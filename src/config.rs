@@ -116,6 +116,8 @@ pub struct ExecConfig {
     /// only as proxy users.
     pub gateway_runs_as_login: bool,
     pub backend: BackendChoice,
+    /// How the direct backend keeps what a job starts inside the job.
+    pub containment: ContainmentChoice,
     /// Limits of each run-as user's slice (systemd backend; 0: none): percent of one
     /// CPU, bytes of memory, number of tasks.
     pub slice_cpu_quota_percent: u64,
@@ -141,6 +143,7 @@ impl Default for ExecConfig {
             max_cwd_bytes: 4096,
             gateway_runs_as_login: true,
             backend: BackendChoice::Auto,
+            containment: ContainmentChoice::Auto,
             slice_cpu_quota_percent: 0,
             slice_memory_max_bytes: 0,
             slice_tasks_max: 0,
@@ -158,6 +161,18 @@ pub enum BackendChoice {
     Systemd,
     /// The daemon forks jobs itself.
     Direct,
+}
+
+/// How the direct backend contains jobs (`exec.containment`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ContainmentChoice {
+    /// A cgroup v2 per job where the daemon can create one, else `subreaper`.
+    Auto,
+    /// A cgroup v2 per job; the daemon does not start without a writable cgroup v2.
+    Cgroup,
+    /// The daemon as child subreaper kills every process a job leaves.
+    Subreaper,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]

@@ -652,3 +652,193 @@ fn old_jobs_and_their_output_are_pruned() {
     assert!(job(&jobs(&env, ALICE), &running).is_some());
     env.ctl_ok(ALICE, &["cancel", &running]);
 }
+
+/// Processes (not zombies) whose command line contains `marker`: pid, session and
+/// command line.
+fn processes_with(marker: &str) -> Vec<(u32, u32, String)> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+            continue;
+        };
+        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+        if !cmdline.contains(marker) || !process_alive(pid) {
+            continue;
+        }
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let session = stat
+            .rsplit(')')
+            .next()
+            .and_then(|rest| rest.split_whitespace().nth(3))
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        found.push((pid, session, cmdline));
+    }
+    found
+}
+
+/// How the daemon of `env` says it contains jobs: its backend's, or `containment`'s
+/// (direct backend).
+fn assert_containment_logged(env: &Env, containment: &str) {
+    let expected = match std::env::var("PXT_EXPECT_BACKEND").as_deref() {
+        Ok("systemd") => "contained by their transient units' cgroups",
+        _ if containment == "subreaper" => "contained by the daemon as child subreaper",
+        _ => "contained by a cgroup each below",
+    };
+    let messages = env.log_messages(expected);
+    let said: Vec<_> = messages
+        .iter()
+        .filter(|m| m.contains("contained by"))
+        .collect();
+    assert_eq!(said.len(), 1, "{messages:?}");
+    assert!(said[0].contains(expected), "{said:?}");
+}
+
+/// The setsid escape of issue 9: the leader exits at once, its child leads a session of
+/// its own and writes 5 MB after 2 s, then sleeps. Nothing of it may outlive the job.
+fn escape(name: &str, containment: &str) {
+    let env = Env::with(
+        name,
+        &format!("[exec]\nmax_output_bytes = 1048576\ncontainment = \"{containment}\"\n"),
+        &[("10-base.toml", BASE_RULES)],
+    );
+    assert_containment_logged(&env, containment);
+    env.ctl_ok(ALICE, &["proxy", "set", ETL]);
+    let marker = format!("pxt-escape-{name}-");
+    let out = env.ctl(
+        ALICE,
+        &[
+            "exec",
+            "--",
+            "/usr/bin/setsid",
+            "-f",
+            "/bin/sh",
+            "-c",
+            "sleep 2; head -c 5000000 /dev/zero; sleep 3017",
+            &marker,
+        ],
+    );
+    assert_eq!(out.code, 0, "{out:?}");
+    let list = jobs(&env, ALICE);
+    let record = list.last().unwrap();
+    assert_eq!(record["state"], "exited", "{record}");
+    let id = record["id"].as_str().unwrap().to_string();
+    let end = env.audit_events("exec-end");
+    let end = end.iter().find(|r| r["job"] == id).unwrap();
+    let recorded: u64 = end["stdout_bytes"].parse().unwrap();
+    // What the escaped process would have done by now.
+    std::thread::sleep(std::time::Duration::from_secs(4));
+    let left = processes_with(&marker);
+    assert!(
+        left.is_empty(),
+        "processes of the job outlived it: {left:?}"
+    );
+    let stdout = env.ctl(ALICE, &["result", &id]);
+    assert!(
+        stdout.stdout.len() as u64 <= 1048576,
+        "{} bytes of output past the cap",
+        stdout.stdout.len()
+    );
+    assert_eq!(
+        stdout.stdout.len() as u64,
+        recorded,
+        "the output changed after the exec-end record"
+    );
+}
+
+#[test]
+fn a_job_that_leaves_its_session_still_ends_with_the_job_and_within_its_cap() {
+    escape("jobescape", "auto");
+}
+
+#[test]
+fn without_cgroups_a_job_that_leaves_its_session_still_ends_with_the_job() {
+    escape("jobescapereaper", "subreaper");
+}
+
+#[test]
+fn a_job_inherits_no_descriptor_of_the_daemon() {
+    let mut env = Env::prepare("jobfds", "", &[("10-base.toml", BASE_RULES)]);
+    env.inherited_fd = Some(10);
+    env.start_daemon();
+    let daemon_fds = std::fs::read_dir(format!("/proc/{}/fd", env.daemon_pid()))
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .collect::<Vec<_>>();
+    assert!(
+        daemon_fds.contains(&10),
+        "the daemon did not inherit fd 10: {daemon_fds:?}"
+    );
+    env.ctl_ok(ALICE, &["proxy", "set", ETL]);
+    let out = env.ctl_ok(ALICE, &["exec", "--", "/bin/ls", "-l", "/proc/self/fd"]);
+    let fds: Vec<u32> = out
+        .lines()
+        .filter(|l| l.contains(" -> "))
+        .filter_map(|l| {
+            l.split(" -> ")
+                .next()?
+                .split_whitespace()
+                .last()?
+                .parse()
+                .ok()
+        })
+        .collect();
+    // 0, 1, 2 and the directory ls reads.
+    assert_eq!(fds, [0, 1, 2, 3], "{out}");
+    assert!(
+        out.contains("3 -> /proc/") || out.contains("3 -> /proc"),
+        "{out}"
+    );
+}
+
+/// Kills the daemon right after an Exec, or 2 s after, several times: the job must be
+/// gone once the daemon serves again.
+fn crash(name: &str, containment: &str, seconds: &str) {
+    let mut env = Env::with(
+        name,
+        &format!("[exec]\ncontainment = \"{containment}\"\n"),
+        &[("10-base.toml", BASE_RULES)],
+    );
+    env.ctl_ok(ALICE, &["proxy", "set", ETL]);
+    let marker = format!("pxt-crash-{name}-");
+    for (try_, delay) in [0, 0, 0, 2, 2].into_iter().enumerate() {
+        let id = detach(
+            &env,
+            ALICE,
+            &[
+                "/bin/sh",
+                "-c",
+                &format!("sleep {seconds}; : \"$0\""),
+                &marker,
+            ],
+        );
+        if delay > 0 {
+            std::thread::sleep(std::time::Duration::from_secs(delay));
+        }
+        env.kill_daemon();
+        env.start_daemon();
+        let left = processes_with(&marker)
+            .into_iter()
+            .chain(processes_with(&format!("sleep {seconds}")))
+            .collect::<Vec<_>>();
+        assert!(
+            left.is_empty(),
+            "try {try_} (kill {delay} s after Exec): the job outlived the crash: {left:?}"
+        );
+        let list = jobs(&env, ALICE);
+        assert_eq!(job(&list, &id).unwrap()["state"], "failed");
+    }
+}
+
+#[test]
+fn no_job_survives_a_crash_of_the_daemon() {
+    crash("jobcrash", "auto", "9898");
+}
+
+#[test]
+fn without_cgroups_no_job_survives_a_crash_of_the_daemon() {
+    crash("jobcrashreaper", "subreaper", "9899");
+}

@@ -18,6 +18,7 @@ use crate::bus::{
 };
 use crate::config::{self, BackendChoice, Config};
 use crate::exec::Backend;
+use crate::exec::contain::Containment;
 use crate::exec::systemd::{SliceLimits, Systemd};
 use crate::sys;
 
@@ -61,7 +62,20 @@ pub async fn run(config: Config) -> Result<(), String> {
         );
     }
     let backend = exec_backend(&config.exec).await?;
-    tracing::info!("jobs run with the {} backend", backend.name());
+    match &backend {
+        Backend::Direct(containment) => tracing::info!(
+            "jobs run with the direct backend, contained by {}",
+            containment.describe()
+        ),
+        Backend::Systemd(..) => tracing::info!(
+            "jobs run with the systemd backend, contained by their transient units' cgroups"
+        ),
+    }
+    if let Backend::Direct(containment) = &backend
+        && let Containment::Subreaper { .. } = **containment
+    {
+        tokio::spawn(reap_orphans(containment.clone()));
+    }
     let runtime = tokio::runtime::Handle::current();
     let (authority, notices) =
         tokio::task::spawn_blocking(move || Authority::open(config, journal, backend, runtime))
@@ -171,9 +185,10 @@ pub async fn run(config: Config) -> Result<(), String> {
 /// machine (`/run/systemd/system` exists), else the daemon's own fork.
 async fn exec_backend(config: &config::ExecConfig) -> Result<Backend, String> {
     let booted = std::path::Path::new("/run/systemd/system").exists();
+    let direct = || Containment::choose(config.containment).map(|c| Backend::Direct(Arc::new(c)));
     if config.backend == BackendChoice::Direct || (config.backend == BackendChoice::Auto && !booted)
     {
-        return Ok(Backend::Direct);
+        return direct();
     }
     let limits = SliceLimits {
         cpu_quota_percent: config.slice_cpu_quota_percent,
@@ -184,11 +199,22 @@ async fn exec_backend(config: &config::ExecConfig) -> Result<Backend, String> {
         Ok(systemd) => Ok(Backend::Systemd(Arc::new(systemd), limits)),
         Err(err) if config.backend == BackendChoice::Auto => {
             tracing::warn!("systemd is PID 1 but cannot be reached ({err}); jobs run without it");
-            Ok(Backend::Direct)
+            direct()
         }
         Err(err) => Err(format!(
             "exec.backend = \"systemd\" but systemd cannot be reached: {err}"
         )),
+    }
+}
+
+/// Reaps the orphans the daemon adopts as child subreaper once they end (the rest of a
+/// job is reaped at its end).
+async fn reap_orphans(containment: Arc<Containment>) {
+    let mut every = tokio::time::interval(Duration::from_secs(5));
+    loop {
+        every.tick().await;
+        let containment = containment.clone();
+        let _ = tokio::task::spawn_blocking(move || containment.reap_orphans()).await;
     }
 }
 

@@ -4,18 +4,22 @@
 //! it (containers, the tests' private bus) the daemon starts jobs itself.
 //!
 //! The direct backend forks the daemon: everything the child needs is computed before
-//! the fork (supplementary groups from NSS, the environment, C strings), and the child
-//! then only makes async-signal-safe system calls: setgroups → setresgid → setresuid
-//! (std's `uid()`/`gid()` alone would drop the supplementary groups), a check that the
-//! switch took, a new session, `umask 077`, the working directory *after* the switch (so
-//! the job cannot start in a directory its user could not enter), and exec. No shell.
+//! the fork (supplementary groups from NSS, the environment, C strings, the job's
+//! cgroup), and the child then only makes async-signal-safe system calls: it enters its
+//! cgroup ([`contain`]), marks every descriptor above 2 close-on-exec, then setgroups →
+//! setresgid → setresuid (std's `uid()`/`gid()` alone would drop the supplementary
+//! groups), a check that the switch took, a new session, `umask 077`, the working
+//! directory *after* the switch (so the job cannot start in a directory its user could
+//! not enter), and exec. No shell. Whatever the job started is killed at its end, before
+//! the end is recorded.
 
+pub mod contain;
 pub mod systemd;
 
 use std::ffi::CString;
 use std::fs::OpenOptions;
 use std::io;
-use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
@@ -28,6 +32,8 @@ use nix::unistd::{
 };
 use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
+
+use contain::{Cgroup, Containment};
 
 /// Everything needed to start a job.
 #[derive(Debug)]
@@ -49,8 +55,8 @@ pub struct JobSpec {
 /// Where jobs run.
 #[derive(Clone)]
 pub enum Backend {
-    /// Fork and switch identity in the daemon.
-    Direct,
+    /// Fork and switch identity in the daemon, each job contained as chosen at start.
+    Direct(Arc<Containment>),
     /// Transient units of systemd, with per-user slices.
     Systemd(Arc<systemd::Systemd>, systemd::SliceLimits),
 }
@@ -58,7 +64,7 @@ pub enum Backend {
 impl Backend {
     pub fn name(&self) -> &'static str {
         match self {
-            Backend::Direct => "direct",
+            Backend::Direct(_) => "direct",
             Backend::Systemd(..) => "systemd",
         }
     }
@@ -84,7 +90,7 @@ impl ProcessEnd {
 
 /// A started job, by backend.
 pub enum Started {
-    Direct(Running),
+    Direct(Box<Running>),
     Unit {
         systemd: Arc<systemd::Systemd>,
         name: String,
@@ -92,12 +98,45 @@ pub enum Started {
     },
 }
 
-/// Kills a started job: its process group (unless its leader has been reaped, after
-/// which the group id could belong to somebody else), or its unit's cgroup.
+/// Kills a started job: all of it, by its cgroup (direct backend with cgroups, or its
+/// unit's), or by its process group (unless its leader has been reaped, after which the
+/// group id could belong to somebody else), session and adopted orphans.
 #[derive(Clone)]
 pub enum Killer {
-    Group(u32, Reaped),
+    Direct(DirectJob),
     Unit(Arc<systemd::Systemd>, String),
+}
+
+/// What it takes to kill a job of the direct backend.
+#[derive(Clone)]
+pub struct DirectJob {
+    /// The leader's pid: its process group and session.
+    pgid: u32,
+    uid: u32,
+    reaped: Reaped,
+    cgroup: Option<Cgroup>,
+    containment: Arc<Containment>,
+}
+
+impl DirectJob {
+    /// Kills everything of the job (the leader too, if it has not been reaped yet).
+    async fn kill(&self) {
+        if let Some(cgroup) = &self.cgroup {
+            cgroup.kill();
+            return;
+        }
+        {
+            let reaped = lock(&self.reaped);
+            if !*reaped {
+                kill_group(self.pgid);
+            }
+        }
+        let job = self.clone();
+        let _ = tokio::task::spawn_blocking(move || {
+            job.containment.sweep(job.pgid, job.uid, Some(job.pgid))
+        })
+        .await;
+    }
 }
 
 /// Whether a job's leader has been reaped; held while reaping and while killing, so a
@@ -111,12 +150,7 @@ fn lock(reaped: &Reaped) -> std::sync::MutexGuard<'_, bool> {
 impl Killer {
     pub async fn kill(&self) {
         match self {
-            Killer::Group(pgid, reaped) => {
-                let reaped = lock(reaped);
-                if !*reaped {
-                    kill_group(*pgid);
-                }
-            }
+            Killer::Direct(job) => job.kill().await,
             Killer::Unit(systemd, unit) => systemd.kill(unit).await,
         }
     }
@@ -125,7 +159,7 @@ impl Killer {
 impl Started {
     pub fn killer(&self) -> Killer {
         match self {
-            Started::Direct(running) => Killer::Group(running.pgid, running.reaped.clone()),
+            Started::Direct(running) => Killer::Direct(running.job.clone()),
             Started::Unit { systemd, name, .. } => Killer::Unit(systemd.clone(), name.clone()),
         }
     }
@@ -133,43 +167,53 @@ impl Started {
     /// The process id to remember (direct backend only).
     pub fn pid(&self) -> u32 {
         match self {
-            Started::Direct(running) => running.pgid,
+            Started::Direct(running) => running.job.pgid,
             Started::Unit { .. } => 0,
         }
     }
 
     /// Waits for the job's main process to end. Under the direct backend whatever it
-    /// left behind in its process group is killed with it. Cancel-safe.
+    /// left behind is killed with it, and this returns only once all of it is gone.
+    /// Cancel-safe.
     pub async fn wait(&mut self) -> ProcessEnd {
         match self {
             Started::Direct(running) => {
+                let job = running.job.clone();
                 if let Some(exited) = &running.exited {
                     // Fails only when the runtime shuts down (the job is killed then).
                     let _ = exited.readable().await;
                     // The leader has ended but is not reaped yet, so no other process
-                    // can have taken its id as a process group id: kill the group, then
+                    // can have taken its id as a process group id: kill the rest, then
                     // reap, under the lock that other kills take.
-                    let mut reaped = lock(&running.reaped);
-                    kill_group(running.pgid);
+                    job.kill().await;
+                    if let Some(cgroup) = &job.cgroup {
+                        cgroup.empty().await;
+                    }
+                    let mut reaped = lock(&job.reaped);
                     match running.child.try_wait() {
                         Ok(Some(status)) => {
                             *reaped = true;
+                            drop(reaped);
+                            running.reaped();
                             return ProcessEnd::from_status(status);
                         }
                         Ok(None) => {}
                         Err(err) => {
                             *reaped = true;
+                            drop(reaped);
+                            running.reaped();
                             return ProcessEnd::Failed(format!("cannot wait for the job: {err}"));
                         }
                     }
                 }
                 let status = running.child.wait().await;
-                let mut reaped = lock(&running.reaped);
-                *reaped = true;
-                if running.exited.is_none() {
-                    // Without a pidfd the group can only be killed after the reap.
-                    kill_group(running.pgid);
+                *lock(&job.reaped) = true;
+                // Without a pidfd the group can only be killed after the reap.
+                job.kill().await;
+                if let Some(cgroup) = &job.cgroup {
+                    cgroup.empty().await;
                 }
+                running.reaped();
                 match status {
                     Ok(status) => ProcessEnd::from_status(status),
                     Err(err) => ProcessEnd::Failed(format!("cannot wait for the job: {err}")),
@@ -194,18 +238,31 @@ impl Started {
 /// A started job.
 pub struct Running {
     pub child: tokio::process::Child,
-    /// The job's process group (it leads a new session).
-    pub pgid: u32,
+    /// Its leader (which leads a new session), cgroup and containment.
+    job: DirectJob,
     /// A pidfd of the job's main process: readable once it has ended, before it is
     /// reaped. `None` if the kernel has no pidfd_open (before Linux 5.3); the group is
     /// then killed after the reap.
     exited: Option<AsyncFd<OwnedFd>>,
-    reaped: Reaped,
 }
 
-/// Starts `spec` as its user (direct backend). An `Err` means nothing runs: the
-/// identity switch, the working directory or the exec failed, as the job's user.
-pub fn spawn(spec: JobSpec) -> io::Result<Running> {
+impl Running {
+    /// After the leader was reaped and everything of the job is gone: forgets the
+    /// leader (subreaper containment), removes the job's cgroup.
+    fn reaped(&self) {
+        if let Some(mut leaders) = self.job.containment.leaders() {
+            leaders.remove(&self.job.pgid);
+        }
+        if let Some(cgroup) = &self.job.cgroup {
+            cgroup.remove();
+        }
+    }
+}
+
+/// Starts `spec` as its user (direct backend) as job `id`, contained by `containment`.
+/// An `Err` means nothing runs: the job's cgroup could not be made, or the identity
+/// switch, the working directory or the exec failed, as the job's user.
+pub fn spawn(spec: JobSpec, id: &str, containment: &Arc<Containment>) -> io::Result<Running> {
     let (program, args) = spec
         .argv
         .split_first()
@@ -225,12 +282,23 @@ pub fn spawn(spec: JobSpec) -> io::Result<Running> {
         .stdout(Stdio::from(output(&spec.stdout)?))
         .stderr(Stdio::from(output(&spec.stderr)?))
         .kill_on_drop(false);
+    let job_cgroup = containment
+        .create(id)
+        .map_err(|e| io::Error::other(format!("cannot create the job's cgroup: {e}")))?;
+    let procs = job_cgroup.as_ref().map(|c| c.procs().as_raw_fd());
     // SAFETY: the closure runs in the forked child before exec. It only makes
-    // async-signal-safe system calls (no allocation, no locks: `gids` and `cwd` were
-    // built before the fork and are only read), and returns errors, which std reports
-    // to the parent as the spawn result.
+    // async-signal-safe system calls (no allocation, no locks: `gids`, `cwd` and the
+    // cgroup's descriptor were made before the fork and are only read), and returns
+    // errors, which std reports to the parent as the spawn result.
     unsafe {
         command.pre_exec(move || {
+            // Into the job's cgroup first ("0": the writing process), while still root.
+            if let Some(procs) = procs
+                && libc::write(procs, b"0".as_ptr().cast(), 1) != 1
+            {
+                return Err(io::Error::last_os_error());
+            }
+            close_on_exec_from(3)?;
             // The daemon ignores SIGXFSZ; ignored signals stay ignored across exec.
             signal(Signal::SIGXFSZ, SigHandler::SigDfl)?;
             setgroups(&gids)?;
@@ -245,8 +313,23 @@ pub fn spawn(spec: JobSpec) -> io::Result<Running> {
             Ok(())
         });
     }
-    let child = command.spawn()?;
+    // Registered before any sweep can see the new child (subreaper containment).
+    let mut leaders = containment.leaders();
+    let child = match command.spawn() {
+        Ok(child) => child,
+        Err(err) => {
+            // The child, if it got that far, has been reaped: the cgroup is empty.
+            if let Some(cgroup) = &job_cgroup {
+                cgroup.cgroup().remove();
+            }
+            return Err(err);
+        }
+    };
     let pgid = child.id().unwrap_or(0);
+    if let Some(leaders) = leaders.as_mut() {
+        leaders.insert(pgid);
+    }
+    drop(leaders);
     let exited = match pidfd_open(pgid) {
         Ok(fd) => Some(fd),
         Err(err) => {
@@ -258,10 +341,52 @@ pub fn spawn(spec: JobSpec) -> io::Result<Running> {
     };
     Ok(Running {
         child,
-        pgid,
+        job: DirectJob {
+            pgid,
+            uid: spec.uid,
+            reaped: Reaped::default(),
+            cgroup: job_cgroup.map(|c| c.cgroup()),
+            containment: containment.clone(),
+        },
         exited,
-        reaped: Reaped::default(),
     })
+}
+
+/// Marks every descriptor from `first` on close-on-exec, so that a job inherits none
+/// but its stdin, stdout and stderr (whatever the daemon itself inherited included).
+/// Close-on-exec rather than closed: std reports a failed exec through a descriptor of
+/// its own. Async-signal-safe (for `pre_exec`).
+fn close_on_exec_from(first: u32) -> io::Result<()> {
+    // SAFETY: close_range(2) only changes flags of this process's descriptors.
+    let done = unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            first,
+            u32::MAX,
+            libc::CLOSE_RANGE_CLOEXEC,
+        )
+    };
+    if done == 0 {
+        return Ok(());
+    }
+    // Before Linux 5.11: each descriptor up to the limit.
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes into `limit`, a valid rlimit.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let last = RawFd::try_from(limit.rlim_cur.min(1 << 20)).unwrap_or(1 << 20);
+    for fd in first as RawFd..last {
+        // SAFETY: fcntl on a descriptor number that may not be open fails with EBADF,
+        // which is fine; an open one only gets its close-on-exec flag.
+        unsafe {
+            libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC);
+        }
+    }
+    Ok(())
 }
 
 /// A pidfd for our own unreaped child `pid` (close-on-exec, as pidfd_open makes it).

@@ -41,6 +41,25 @@ trait Manager {
         properties: &[(&str, Variant<'_>)],
     ) -> zbus::Result<()>;
     fn unref_unit(&self, name: &str) -> zbus::Result<()>;
+    #[allow(clippy::type_complexity)]
+    fn list_units_by_patterns(
+        &self,
+        states: &[&str],
+        patterns: &[&str],
+    ) -> zbus::Result<
+        Vec<(
+            String,
+            String,
+            String,
+            String,
+            String,
+            String,
+            OwnedObjectPath,
+            u32,
+            String,
+            OwnedObjectPath,
+        )>,
+    >;
     fn subscribe(&self) -> zbus::Result<()>;
     #[zbus(signal)]
     fn job_removed(
@@ -396,6 +415,43 @@ impl Systemd {
     async fn watch(&self, unit: &str) -> Option<zbus::fdo::PropertiesChangedStream> {
         let properties = self.unit_object(unit).await.ok()?;
         properties.receive_properties_changed().await.ok()
+    }
+
+    /// The names of the job units systemd has loaded (of any daemon).
+    pub async fn job_units(&self) -> Vec<String> {
+        match self
+            .manager
+            .list_units_by_patterns(&[], &["proxyuserd-job-*.service"])
+            .await
+        {
+            Ok(units) => units.into_iter().map(|u| u.0).collect(),
+            Err(err) => {
+                tracing::warn!("cannot list the job units: {err}");
+                Vec::new()
+            }
+        }
+    }
+
+    /// Kills every process of a leftover unit and waits until it is inactive (at start,
+    /// so that nothing of a job from before runs once the daemon serves).
+    pub async fn stop(&self, unit: &str) {
+        self.kill(unit).await;
+        for waited in 0..3000 {
+            let active: Option<String> = match self
+                .unit_properties(unit, "org.freedesktop.systemd1.Unit")
+                .await
+            {
+                Ok(state) => prop(&state, "ActiveState"),
+                Err(_) => None,
+            };
+            match active.as_deref() {
+                None | Some("inactive") | Some("failed") => break,
+                _ if waited == 1000 => tracing::warn!("{unit} is still active 10 s after SIGKILL"),
+                _ => {}
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        let _ = self.manager.unref_unit(unit).await;
     }
 
     /// SIGKILL to every process of a unit.

@@ -133,6 +133,9 @@ pub struct Env {
     pub daemon_binary: PathBuf,
     /// A file system mounted for this test (unmounted when it ends).
     mounted: Option<PathBuf>,
+    /// A descriptor number the daemon inherits open on /dev/null (as from a careless
+    /// parent), if any.
+    pub inherited_fd: Option<i32>,
 }
 
 impl Env {
@@ -200,6 +203,7 @@ impl Env {
             config_path,
             daemon_binary: bin("proxyuserd"),
             mounted: None,
+            inherited_fd: None,
         }
     }
 
@@ -239,14 +243,27 @@ impl Env {
             .append(true)
             .open(self.dir.join("daemon.log"))
             .unwrap();
-        let child = Command::new(&self.daemon_binary)
+        let mut command = Command::new(&self.daemon_binary);
+        command
             .arg("--config")
             .arg(&self.config_path)
             .env("DBUS_SYSTEM_BUS_ADDRESS", &self.address)
             .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("spawn proxyuserd");
+            .stderr(log);
+        if let Some(fd) = self.inherited_fd {
+            let null = std::fs::File::open("/dev/null").unwrap();
+            // SAFETY: dup2 is async-signal-safe; `null` stays open in the parent until
+            // the spawn returns. The copy at `fd` has no close-on-exec flag.
+            unsafe {
+                command.pre_exec(move || {
+                    if libc::dup2(std::os::fd::AsRawFd::as_raw_fd(&null), fd) < 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
+        let child = command.spawn().expect("spawn proxyuserd");
         self.pids.push(child.id());
         self.daemon = Some(child);
         let deadline = Instant::now() + PATIENCE;

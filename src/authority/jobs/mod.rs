@@ -204,7 +204,7 @@ impl Authority {
             pid: 0,
             pid_start: 0,
             unit: match &self.backend {
-                exec::Backend::Direct => String::new(),
+                exec::Backend::Direct(_) => String::new(),
                 exec::Backend::Systemd(..) => unit_name(&id)?,
             },
             output_kept: true,
@@ -232,7 +232,7 @@ impl Authority {
             stdout: dir.join("stdout"),
             stderr: dir.join("stderr"),
         };
-        let started = match self.start(&record.unit, spec) {
+        let started = match self.start(&id, &record.unit, spec) {
             Ok(started) => started,
             Err(StartError {
                 caller_fault,
@@ -256,13 +256,25 @@ impl Authority {
         if let Some(job) = self.running_jobs().get_mut(&id) {
             job.killer = Some(started.killer());
         }
-        // The pid (direct backend; a unit is in the record already) helps to clean up
-        // after a crash: written without waiting, durable with the next flush.
+        // The pid (direct backend; a unit is in the record already). Without cgroups it
+        // is how a crash's leftovers are found, so it is durable before the caller
+        // learns of the job (else a crash right after Exec leaves the job running);
+        // with them it is for people, and written without waiting.
         record.pid = started.pid();
         if record.pid > 0 {
             record.pid_start = process_start_time(record.pid).unwrap_or(0);
+            let durable = matches!(
+                &self.backend,
+                exec::Backend::Direct(c) if matches!(**c, exec::contain::Containment::Subreaper { .. })
+            );
             let written = self.begin().and_then(|mut txn| {
-                Ok(txn.apply(&Store::put_job(&record)).map(|_| txn.release())?)
+                txn.apply(&Store::put_job(&record))?;
+                if durable {
+                    self.commit(None, txn)
+                } else {
+                    txn.release();
+                    Ok(())
+                }
             });
             if let Err(err) = written {
                 tracing::warn!("cannot record the pid of {id}: {err}");
@@ -346,16 +358,14 @@ impl Authority {
 
     /// Starts a job with the configured backend. Returns once the program runs (or
     /// could not be started).
-    fn start(&self, unit: &str, spec: JobSpec) -> Result<exec::Started, StartError> {
+    fn start(&self, id: &str, unit: &str, spec: JobSpec) -> Result<exec::Started, StartError> {
         match &self.backend {
-            exec::Backend::Direct => {
-                exec::spawn(spec)
-                    .map(exec::Started::Direct)
-                    .map_err(|e| StartError {
-                        caller_fault: exec::is_request_error(&e),
-                        message: e.to_string(),
-                    })
-            }
+            exec::Backend::Direct(containment) => exec::spawn(spec, id, containment)
+                .map(|running| exec::Started::Direct(Box::new(running)))
+                .map_err(|e| StartError {
+                    caller_fault: exec::is_request_error(&e),
+                    message: e.to_string(),
+                }),
             exec::Backend::Systemd(systemd, limits) => {
                 let unit = unit.to_string();
                 let watch = self

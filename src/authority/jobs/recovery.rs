@@ -11,10 +11,33 @@ use super::super::{Authority, Error};
 const PAGE: usize = 1000;
 
 impl Authority {
-    /// At start: jobs recorded as running did so when the daemon stopped. They are
-    /// failed, and what is left of them is killed: their unit (systemd backend), or a
-    /// process group still alive from them (same pid *and* start time).
+    /// At start, before serving: jobs recorded as running did so when the daemon
+    /// stopped. What is left of them is killed, and gone, before they are failed: their
+    /// unit (systemd backend), their cgroup (found by job id), or their session (by the
+    /// recorded pid, if it still names the same process or none). Job cgroups of this
+    /// store's jobs that are still there go too.
     pub(in crate::authority) fn fail_stale_jobs(&self) -> Result<(), Error> {
+        if let exec::Backend::Direct(containment) = &self.backend {
+            for id in containment.leftovers() {
+                if let Some(job) = self.store.job(&id)? {
+                    tracing::warn!("killing what is left of {id} in its cgroup");
+                    self.kill_leftovers(&job);
+                }
+            }
+        }
+        if let exec::Backend::Systemd(systemd, _) = &self.backend {
+            for unit in self.runtime.block_on(systemd.job_units()) {
+                let ours = job_of_unit(&unit)
+                    .map(|id| self.store.job(id))
+                    .transpose()?
+                    .flatten()
+                    .is_some_and(|job| job.unit == unit);
+                if ours {
+                    tracing::warn!("stopping the leftover unit {unit}");
+                    self.runtime.block_on(systemd.stop(&unit));
+                }
+            }
+        }
         let mut from = String::new();
         loop {
             let page = self.store.jobs_from(&from, PAGE)?;
@@ -34,11 +57,29 @@ impl Authority {
     }
 
     fn kill_leftovers(&self, job: &JobRecord) {
-        if let (exec::Backend::Systemd(systemd, _), false) = (&self.backend, job.unit.is_empty()) {
-            self.runtime.block_on(systemd.kill(&job.unit));
-        }
-        if job.pid > 1 && job.pid_start != 0 && process_start_time(job.pid) == Some(job.pid_start) {
-            exec::kill_group(job.pid);
+        match &self.backend {
+            exec::Backend::Systemd(systemd, _) => {
+                if !job.unit.is_empty() {
+                    self.runtime.block_on(systemd.stop(&job.unit));
+                }
+            }
+            exec::Backend::Direct(containment) => {
+                // The recorded pid leads the job's session, unless it names another
+                // process by now.
+                let leader = process_start_time(job.pid);
+                let pid = if job.pid > 1
+                    && job.pid_start != 0
+                    && (leader.is_none() || leader == Some(job.pid_start))
+                {
+                    if leader.is_some() {
+                        exec::kill_group(job.pid);
+                    }
+                    job.pid
+                } else {
+                    0
+                };
+                containment.kill_leftovers(&job.id, pid, job.uid);
+            }
         }
     }
 
@@ -61,5 +102,24 @@ impl Authority {
                 tracing::error!("cannot record the end of {id}: {err}");
             }
         }
+    }
+}
+
+/// The job id in a job's unit name (`proxyuserd-<job id>-<salt>.service`).
+fn job_of_unit(unit: &str) -> Option<&str> {
+    let name = unit.strip_prefix("proxyuserd-")?.strip_suffix(".service")?;
+    Some(&name[..name.rfind('-')?])
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_unit_name_gives_its_job_id() {
+        assert_eq!(
+            super::job_of_unit("proxyuserd-job-0011223344556677-8899aabb.service"),
+            Some("job-0011223344556677")
+        );
+        assert_eq!(super::job_of_unit("proxyuserd-pxt\\x2detl.slice"), None);
+        assert_eq!(super::job_of_unit("ssh.service"), None);
     }
 }
