@@ -44,6 +44,8 @@ pub struct JobSpec {
     /// Output files, created (root-owned, 0600) before the job starts.
     pub stdout: PathBuf,
     pub stderr: PathBuf,
+    /// The caller's stdin, passed on (None: /dev/null).
+    pub stdin: Option<OwnedFd>,
 }
 
 /// Where jobs run.
@@ -118,6 +120,19 @@ impl Killer {
                 }
             }
             Killer::Unit(systemd, unit) => systemd.kill(unit).await,
+        }
+    }
+
+    /// SIGTERM to every process of the job, as `kill` reaches them.
+    pub async fn terminate(&self) {
+        match self {
+            Killer::Group(pgid, reaped) => {
+                let reaped = lock(reaped);
+                if !*reaped {
+                    signal_group(*pgid, Signal::SIGTERM);
+                }
+            }
+            Killer::Unit(systemd, unit) => systemd.signal(unit, Signal::SIGTERM).await,
         }
     }
 }
@@ -221,7 +236,7 @@ pub fn spawn(spec: JobSpec) -> io::Result<Running> {
         .args(args)
         .env_clear()
         .envs(spec.env)
-        .stdin(Stdio::null())
+        .stdin(spec.stdin.map_or_else(Stdio::null, Stdio::from))
         .stdout(Stdio::from(output(&spec.stdout)?))
         .stderr(Stdio::from(output(&spec.stderr)?))
         .kill_on_drop(false);
@@ -301,8 +316,13 @@ pub fn is_request_error(err: &io::Error) -> bool {
 
 /// SIGKILL to a job's whole process group. Gone already is fine.
 pub fn kill_group(pgid: u32) {
+    signal_group(pgid, Signal::SIGKILL);
+}
+
+/// `signal` to a job's whole process group. Gone already is fine.
+fn signal_group(pgid: u32, signal: Signal) {
     if pgid > 1 {
-        let _ = kill(Pid::from_raw(-(pgid as i32)), Signal::SIGKILL);
+        let _ = kill(Pid::from_raw(-(pgid as i32)), signal);
     }
 }
 
