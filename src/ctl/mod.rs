@@ -876,6 +876,7 @@ async fn exec(
         }
     };
     ended.store(true, Ordering::Release);
+    copier.thread().unpark();
     let copied = copier
         .join()
         .unwrap_or_else(|_| Err("the output copier failed".to_string()));
@@ -945,7 +946,8 @@ fn stream_output(
             if finished {
                 break;
             }
-            std::thread::sleep(std::time::Duration::from_millis(50));
+            // Woken early when the job has ended.
+            std::thread::park_timeout(std::time::Duration::from_millis(50));
         }
     }
     broken.map_or(Ok(()), Err)
