@@ -937,3 +937,19 @@ fn a_detached_job_is_waited_for_with_wait() {
     assert_eq!(env.ctl(ALICE, &["wait", &id]).code, 3);
     env.ctl_err(CAROL, &["wait", &id], NO_SUCH_JOB);
 }
+
+#[test]
+fn exec_whose_output_nobody_reads_any_more_cancels_the_job() {
+    let env = Env::start("jobpipe");
+    env.ctl_ok(ALICE, &["proxy", "set", ETL]);
+    // `proxyuserctl exec -- … | head -1`: the job goes as if it had written to the pipe.
+    let (mut child, lines) =
+        exec_piped(&env, &["/bin/sh", "-c", "while echo y; do sleep 0.1; done"]);
+    assert_eq!(lines.recv_timeout(PATIENCE).unwrap(), "y");
+    drop(lines);
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(128 + 13));
+    let list = jobs(&env, ALICE);
+    assert_eq!(list.len(), 1);
+    assert_eq!(list[0]["state"], "killed", "{:?}", list[0]);
+}

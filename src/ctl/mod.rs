@@ -842,7 +842,7 @@ async fn exec(
     let cap = jobs.max_output_bytes().await.unwrap_or(u64::MAX);
     let ended = Arc::new(AtomicBool::new(false));
     // What was handed out (and recorded as downloaded) is delivered before any error.
-    let mut streams: Vec<(std::fs::File, Box<dyn std::io::Write + Send>)> = Vec::new();
+    let mut streams: Streams = Vec::new();
     let mut failed = None;
     for (fd, out) in [
         (
@@ -852,17 +852,31 @@ async fn exec(
         (stderr, Box::new(std::io::stderr())),
     ] {
         match fd {
-            Ok(fd) => streams.push((std::fs::File::from(std::os::fd::OwnedFd::from(fd)), out)),
-            Err(err) => failed = Some(Failure::from(err)),
+            Ok(fd) => streams.push((
+                Some(std::fs::File::from(std::os::fd::OwnedFd::from(fd))),
+                out,
+            )),
+            Err(err) => {
+                streams.push((None, out));
+                failed = Some(Failure::from(err));
+            }
         }
     }
+    // Told when our stdout is a pipe nobody reads any more.
+    let (broken_tx, mut broken) = tokio::sync::oneshot::channel();
     let copier = {
         let ended = ended.clone();
-        std::thread::spawn(move || stream_output(streams, cap, &ended))
+        std::thread::spawn(move || stream_output(streams, cap, &ended, broken_tx))
     };
-    let outcome = tokio::select! {
-        end = jobs.wait(&login, &id) => end.map_err(Failure::from),
-        signal = interrupts.next() => {
+    let stop = tokio::select! {
+        end = jobs.wait(&login, &id) => Err(end.map_err(Failure::from)),
+        signal = interrupts.next() => Ok(signal),
+        // As the job would be had it written to the pipe itself.
+        Ok(()) = &mut broken => Ok(libc::SIGPIPE as u8),
+    };
+    let outcome = match stop {
+        Err(end) => end,
+        Ok(signal) => {
             // Cancel returns once the job has ended; a second signal does not wait.
             tokio::select! {
                 cancelled = jobs.cancel(&login, &id) => {
@@ -907,14 +921,20 @@ fn job_status(id: &str, state: &str, code: i32) -> ExitCode {
     }
 }
 
+/// The job's stdout and stderr (None: not handed out) and where they go.
+type Streams = Vec<(Option<std::fs::File>, Box<dyn std::io::Write + Send>)>;
+
 /// Copies each job output file to its destination as it grows, at most `cap` bytes of
 /// each (exec.max_output_bytes: the daemon keeps no more), until `ended` is set and
-/// everything written before is copied.
+/// everything written before is copied. A closed pipe on the first (stdout) is told to
+/// `broken_stdout`.
 fn stream_output(
-    mut streams: Vec<(std::fs::File, Box<dyn std::io::Write + Send>)>,
+    mut streams: Streams,
     cap: u64,
     ended: &AtomicBool,
+    broken_stdout: tokio::sync::oneshot::Sender<()>,
 ) -> Result<(), String> {
+    let mut broken_stdout = Some(broken_stdout);
     use std::io::Read;
     let mut copied = vec![0u64; streams.len()];
     let mut broken: Option<String> = None;
@@ -923,7 +943,8 @@ fn stream_output(
         // Read before the reads: once set, a pass that finds nothing is the end.
         let finished = ended.load(Ordering::Acquire);
         let mut progress = false;
-        for ((file, out), copied) in streams.iter_mut().zip(copied.iter_mut()) {
+        for (i, ((file, out), copied)) in streams.iter_mut().zip(copied.iter_mut()).enumerate() {
+            let Some(file) = file else { continue };
             let room = cap.saturating_sub(*copied).min(buffer.len() as u64) as usize;
             if room == 0 {
                 continue;
@@ -939,7 +960,13 @@ fn stream_output(
             // A reader that went away (a closed pipe) ends the copy of that stream only.
             if let Err(err) = out.write_all(&buffer[..n]).and_then(|_| out.flush()) {
                 *copied = cap;
-                broken.get_or_insert(format!("cannot write the job's output: {err}"));
+                if i == 0 && err.kind() == std::io::ErrorKind::BrokenPipe {
+                    if let Some(tell) = broken_stdout.take() {
+                        let _ = tell.send(());
+                    }
+                } else {
+                    broken.get_or_insert(format!("cannot write the job's output: {err}"));
+                }
             }
         }
         if !progress {
