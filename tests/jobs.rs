@@ -768,8 +768,7 @@ fn exec_streams_the_output_and_a_signal_to_it_cancels_the_job() {
         (nix::sys::signal::Signal::SIGINT, 130),
         (nix::sys::signal::Signal::SIGTERM, 143),
     ] {
-        let (mut child, mut lines) =
-            exec_piped(&env, &["/bin/sh", "-c", "echo $$; exec sleep 300"]);
+        let (mut child, lines) = exec_piped(&env, &["/bin/sh", "-c", "echo $$; exec sleep 300"]);
         // The first line arrives while the job runs: the output is streamed.
         let first = lines
             .recv_timeout(PATIENCE)

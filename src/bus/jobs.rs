@@ -43,6 +43,7 @@ impl JobsInterface {
     /// input (else /dev/null). Also returns the names of the variables of env the job
     /// does not get as given (not in exec.env_keep, or set by the daemon).
     #[zbus(out_args("job_id", "dropped_env"))]
+    #[allow(clippy::too_many_arguments)] // the D-Bus signature's
     async fn exec_with_options(
         &self,
         #[zbus(connection)] connection: &Connection,
