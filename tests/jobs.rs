@@ -4,6 +4,7 @@
 mod common;
 
 use std::collections::BTreeMap;
+use std::os::unix::fs::PermissionsExt;
 
 use common::*;
 
@@ -876,6 +877,35 @@ fn exec_starts_in_the_callers_directory_and_finds_programs_like_a_shell() {
     );
     assert_eq!(out.stdout, "relative\n", "{}", out.stderr);
 
+    // A directory of the caller's that etl cannot enter: refused, saying why.
+    let private = env.dir.join("alice-only");
+    std::fs::create_dir(&private).unwrap();
+    std::fs::set_permissions(&env.dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let (uid, gid) = ids(ALICE);
+    std::os::unix::fs::chown(&private, Some(uid), Some(gid)).unwrap();
+    let out = Out::from(
+        env.command_as(ALICE, bin("proxyuserctl"))
+            .current_dir(&private)
+            .args(["exec", "--", "/bin/true"])
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(out.error_name(), Some(INVALID_ARGS), "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains(&format!("in {}: Permission denied", private.display())),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr
+            .contains("(the job starts in your current directory; --cwd chooses another)"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(env.audit_events("exec-start").len(), 5);
+
     // Not on PATH: "not found", exit 127, like a shell; nothing is asked of the daemon.
     let out = env.ctl(ALICE, &["exec", "--", "pxt-no-such-program", "arg"]);
     assert_eq!(out.code, 127, "{out:?}");
@@ -883,7 +913,7 @@ fn exec_starts_in_the_callers_directory_and_finds_programs_like_a_shell() {
         out.stderr,
         "proxyuserctl: pxt-no-such-program: command not found\n"
     );
-    assert_eq!(env.audit_events("exec-start").len(), 4);
+    assert_eq!(env.audit_events("exec-start").len(), 5);
 }
 
 #[test]

@@ -712,7 +712,9 @@ fn absolute(path: &Path) -> PathBuf {
 fn working_directory(cwd: Option<&str>) -> Result<String, Failure> {
     match cwd {
         Some(dir) => {
-            if Path::new(dir).is_relative() && std::env::current_dir().is_err() {
+            if Path::new(dir).is_relative()
+                && !std::env::current_dir().is_ok_and(|d| d.is_absolute())
+            {
                 return Err(format!(
                     "--cwd {dir:?} is relative, but the current directory is gone"
                 )
@@ -720,7 +722,10 @@ fn working_directory(cwd: Option<&str>) -> Result<String, Failure> {
             }
             Ok(absolute(Path::new(dir)).display().to_string())
         }
+        // getcwd can answer "(unreachable)/…" from another mount namespace.
         None => Ok(std::env::current_dir()
+            .ok()
+            .filter(|d| d.is_absolute())
             .map(|d| d.display().to_string())
             .unwrap_or_default()),
     }
