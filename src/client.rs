@@ -58,6 +58,16 @@ pub trait Jobs {
         env: &HashMap<&str, &str>,
         cwd: &str,
     ) -> zbus::Result<String>;
+    fn exec_with_options(
+        &self,
+        login: &str,
+        argv: &[&str],
+        env: &HashMap<&str, &str>,
+        cwd: &str,
+        options: HashMap<&str, zbus::Variant<'_>>,
+    ) -> zbus::Result<(String, Vec<String>)>;
+    #[zbus(property)]
+    fn max_output_bytes(&self) -> zbus::Result<u64>;
     fn wait(&self, login: &str, job_id: &str) -> zbus::Result<(String, i32)>;
     fn cancel(&self, login: &str, job_id: &str) -> zbus::Result<()>;
     fn list_jobs(&self, login: &str) -> zbus::Result<Vec<JobRow>>;

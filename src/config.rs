@@ -96,6 +96,8 @@ pub struct ExecConfig {
     pub max_output_bytes: u64,
     /// Wall-clock limit of a job; 0 means none.
     pub timeout_secs: u64,
+    /// Seconds a cancelled job has between SIGTERM and SIGKILL.
+    pub kill_grace_secs: u64,
     /// Finished jobs and their output are deleted after this many seconds.
     pub retention_secs: u64,
     /// Bytes of output (stdout and stderr of all its finished jobs) kept per run-as
@@ -133,6 +135,7 @@ impl Default for ExecConfig {
             max_jobs_per_user: 16,
             max_output_bytes: 64 * 1024 * 1024,
             timeout_secs: 0,
+            kill_grace_secs: 5,
             retention_secs: 7 * 24 * 3600,
             max_output_bytes_per_user: 1024 * 1024 * 1024,
             max_jobs_kept_per_user: 10_000,
@@ -316,6 +319,7 @@ impl Config {
             ("nss_cache_secs", self.nss_cache_secs),
             ("revalidate_secs", self.revalidate_secs),
             ("exec.timeout_secs", self.exec.timeout_secs),
+            ("exec.kill_grace_secs", self.exec.kill_grace_secs),
             ("exec.retention_secs", self.exec.retention_secs),
             ("sessions.ttl_secs", self.sessions.ttl_secs),
             ("sessions.idle_secs", self.sessions.idle_secs),

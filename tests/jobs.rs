@@ -4,6 +4,7 @@
 mod common;
 
 use std::collections::BTreeMap;
+use std::os::unix::fs::PermissionsExt;
 
 use common::*;
 
@@ -48,6 +49,11 @@ fn a_job_runs_as_the_proxy_with_all_its_groups_and_a_clean_environment() {
         &[("PXT_SECRET", "hunter2"), ("LANG", "C.UTF-8")],
     );
     assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(
+        !out.stderr.contains("warning"),
+        "PXT_KEEP is kept: {}",
+        out.stderr
+    );
     let lines: Vec<&str> = out.stdout.lines().collect();
 
     // uid, gid and every supplementary group of etl, as `id` reports them for etl.
@@ -62,7 +68,8 @@ fn a_job_runs_as_the_proxy_with_all_its_groups_and_a_clean_environment() {
         lines[0]
     );
     let home = nix::unistd::User::from_name(ETL).unwrap().unwrap().dir;
-    assert_eq!(lines[1], format!("cwd={}", home.display()));
+    // The job starts where the caller is (`/` for the harness's commands), as sudo.
+    assert_eq!(lines[1], "cwd=/");
     assert_eq!(lines[2], "umask=0077");
     assert_eq!(*lines.last().unwrap(), "stdin=eof");
 
@@ -79,7 +86,7 @@ fn a_job_runs_as_the_proxy_with_all_its_groups_and_a_clean_environment() {
             "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
         ),
         ("PROXYUSERD_LOGIN_USER", ALICE),
-        ("PWD", home.to_str().unwrap()),
+        ("PWD", "/"),
         ("PXT_KEEP", "kept"),
         ("SHELL", "/bin/sh"),
         ("USER", ETL),
@@ -210,17 +217,19 @@ fn cancel_kills_the_whole_process_group() {
     });
     assert_eq!(pids.len(), 2);
     assert!(pids.iter().all(|&p| process_alive(p)));
-    env.ctl_ok(ALICE, &["cancel", &id]);
-    eventually("the job is killed", || {
-        jobs(&env, ALICE)
-            .iter()
-            .any(|j| j["id"] == id && j["state"] == "killed")
-    });
+    // Cancel returns once the job has ended, and says how.
+    let said = env.ctl_ok(ALICE, &["cancel", &id]);
+    assert_eq!(
+        said,
+        format!("job {id} cancelled: killed (exit code 143)\n")
+    );
     let record = jobs(&env, ALICE)
         .into_iter()
         .find(|j| j["id"] == id)
         .unwrap();
-    assert_eq!(record["exit_code"], 128 + 9);
+    assert_eq!(record["state"], "killed");
+    // SIGTERM first: the shell ends of it.
+    assert_eq!(record["exit_code"], 128 + 15);
     let end = env.audit_events("exec-end");
     assert!(
         end[0]["status"].contains("cancelled by pxt-alice (uid"),
@@ -375,10 +384,19 @@ fn every_exec_and_download_is_audited_in_the_store_and_the_journal() {
     let before = env.audit().len();
     let out = env.ctl_ok(ALICE, &["exec", "--cwd", "/tmp", "--", "/bin/echo", "a b"]);
     assert_eq!(out, "a b\n");
-    let records = env.audit().split_off(before);
+    let mut records = env.audit().split_off(before);
+    // proxyuserctl exec downloads both streams, as soon as the job runs (it streams
+    // them), so its end may be recorded before, between or after the downloads.
     let events: Vec<&str> = records.iter().map(|r| r["event"].as_str()).collect();
-    // proxyuserctl exec downloads both streams.
-    assert_eq!(events, ["exec-start", "exec-end", "download", "download"]);
+    assert_eq!(events[0], "exec-start", "{events:?}");
+    let mut rest = events[1..].to_vec();
+    rest.sort();
+    assert_eq!(rest, ["download", "download", "exec-end"]);
+    records.sort_by_key(|r| match r["event"].as_str() {
+        "exec-start" => 0,
+        "exec-end" => 1,
+        _ => 2,
+    });
     let id = records[0]["job"].clone();
     for record in &records[..2] {
         assert_eq!(record["login"], ALICE);
@@ -393,13 +411,16 @@ fn every_exec_and_download_is_audited_in_the_store_and_the_journal() {
     assert_eq!(records[1]["state"], "exited");
     assert_eq!(records[1]["exit_code"], "0");
     assert!(records[1]["duration_us"].parse::<u64>().unwrap() > 0);
-    // proxyuserctl asks for both streams at once, so either may be recorded first.
+    // proxyuserctl asks for both streams at once, so either may be recorded first;
+    // bytes is what the stream held when it was opened, the job perhaps still running.
     let mut downloads: Vec<(&str, &str)> = records[2..]
         .iter()
         .map(|r| (r["stream"].as_str(), r["bytes"].as_str()))
         .collect();
     downloads.sort();
-    assert_eq!(downloads, [("stderr", "0"), ("stdout", "4")]);
+    assert_eq!(downloads[0], ("stderr", "0"));
+    assert_eq!(downloads[1].0, "stdout");
+    assert!(["0", "4"].contains(&downloads[1].1), "{downloads:?}");
     for record in &records[2..] {
         assert_eq!(record["job"], id);
         assert_eq!(record["effective"], ETL);
@@ -513,7 +534,27 @@ fn bad_exec_and_job_arguments_get_clear_errors() {
         "{}",
         out.stderr
     );
+    // A relative --cwd is taken from the caller's directory (`/` here); the daemon
+    // itself takes absolute paths only.
     let out = env.ctl(ALICE, &["exec", "--cwd", "relative", "--", "/bin/true"]);
+    assert_eq!(out.error_name(), Some(INVALID_ARGS), "{}", out.stderr);
+    assert!(out.stderr.contains(" in /relative: "), "{}", out.stderr);
+    let out = env.busctl(
+        ALICE,
+        &[
+            "call",
+            "org.proxyuserd1",
+            "/org/proxyuserd1",
+            "org.proxyuserd1.Jobs",
+            "Exec",
+            "sasa{ss}s",
+            ALICE,
+            "1",
+            "/bin/true",
+            "0",
+            "relative",
+        ],
+    );
     assert!(
         out.stderr
             .contains("cwd \"relative\" is not an absolute path"),
@@ -841,4 +882,293 @@ fn no_job_survives_a_crash_of_the_daemon() {
 #[test]
 fn without_cgroups_no_job_survives_a_crash_of_the_daemon() {
     crash("jobcrashreaper", "subreaper", "9899");
+}
+
+#[test]
+fn a_job_ignoring_sigterm_is_killed_after_the_grace() {
+    let env = Env::with(
+        "jobgrace",
+        "[exec]\nkill_grace_secs = 1\n",
+        &[("10-base.toml", BASE_RULES)],
+    );
+    env.ctl_ok(ALICE, &["proxy", "set", ETL]);
+    let id = detach(
+        &env,
+        ALICE,
+        &["/bin/sh", "-c", "trap '' TERM; echo ready; sleep 300"],
+    );
+    eventually("the job ignores SIGTERM", || {
+        env.ctl_ok(ALICE, &["result", &id]).contains("ready")
+    });
+    let said = env.ctl_ok(ALICE, &["cancel", &id]);
+    assert_eq!(
+        said,
+        format!("job {id} cancelled: killed (exit code 137)\n")
+    );
+    let record = jobs(&env, ALICE)
+        .into_iter()
+        .find(|j| j["id"] == id)
+        .unwrap();
+    assert_eq!(record["state"], "killed");
+    assert_eq!(record["exit_code"], 128 + 9);
+    // Cancelling a job that has ended changes nothing and says how it ended.
+    let said = env.ctl_ok(ALICE, &["cancel", &id]);
+    assert_eq!(
+        said,
+        format!("job {id} cancelled: killed (exit code 137)\n")
+    );
+    let done = detach(&env, ALICE, &["/bin/true"]);
+    assert_eq!(env.ctl(ALICE, &["wait", &done]).code, 0);
+    let said = env.ctl_ok(ALICE, &["cancel", &done]);
+    assert_eq!(said, format!("job {done} ended: exited (exit code 0)\n"));
+}
+
+/// `proxyuserctl exec ARGV` as alice, and its stdout line by line (each within
+/// PATIENCE, else the test fails).
+fn exec_piped(
+    env: &Env,
+    argv: &[&str],
+) -> (std::process::Child, std::sync::mpsc::Receiver<String>) {
+    let mut child = env
+        .command_as(ALICE, bin("proxyuserctl"))
+        .arg("exec")
+        .arg("--")
+        .args(argv)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let (lines, receiver) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufRead::lines(stdout).map_while(Result::ok) {
+            if lines.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    (child, receiver)
+}
+
+#[test]
+fn exec_streams_the_output_and_a_signal_to_it_cancels_the_job() {
+    let env = Env::start("jobsignal");
+    env.ctl_ok(ALICE, &["proxy", "set", ETL]);
+    for (signal, code) in [
+        (nix::sys::signal::Signal::SIGINT, 130),
+        (nix::sys::signal::Signal::SIGTERM, 143),
+    ] {
+        let (mut child, lines) = exec_piped(&env, &["/bin/sh", "-c", "echo $$; exec sleep 300"]);
+        // The first line arrives while the job runs: the output is streamed.
+        let first = lines
+            .recv_timeout(PATIENCE)
+            .expect("the job's first line while it runs");
+        let pid: u32 = first.parse().unwrap();
+        assert!(process_alive(pid));
+        let running: Vec<_> = jobs(&env, ALICE)
+            .into_iter()
+            .filter(|j| j["state"] == "running")
+            .collect();
+        assert_eq!(running.len(), 1, "{running:?}");
+        let id = running[0]["id"].as_str().unwrap().to_string();
+
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), signal).unwrap();
+        let status = child.wait().unwrap();
+        assert_eq!(status.code(), Some(code), "after {signal}");
+        // The job ended before proxyuserctl did.
+        let record = job(&jobs(&env, ALICE), &id).unwrap().clone();
+        assert_eq!(record["state"], "killed", "{record:?}");
+        assert_eq!(record["exit_code"], 128 + 15);
+        assert!(!process_alive(pid));
+    }
+    let end = env.audit_events("exec-end");
+    assert!(
+        end.iter()
+            .all(|r| r["status"].contains("cancelled by pxt-alice")),
+        "{end:?}"
+    );
+}
+
+#[test]
+fn exec_stops_copying_at_the_output_cap_while_streaming() {
+    let env = Env::with(
+        "jobstreamcap",
+        "[exec]\nmax_output_bytes = 100000\n",
+        &[("10-base.toml", BASE_RULES)],
+    );
+    env.ctl_ok(ALICE, &["proxy", "set", ETL]);
+    let out = env.ctl(
+        ALICE,
+        &[
+            "exec",
+            "--",
+            "/bin/sh",
+            "-c",
+            "echo start; exec /usr/bin/yes",
+        ],
+    );
+    assert_eq!(out.code, 137, "{}", out.stderr);
+    assert_eq!(out.stdout.len(), 100_000);
+    assert!(out.stdout.starts_with("start\ny\ny\n"));
+}
+
+#[test]
+fn exec_passes_stdin_that_is_not_a_terminal() {
+    let env = Env::start("jobstdin");
+    env.ctl_ok(ALICE, &["proxy", "set", ETL]);
+    // A bare name is found on the caller's PATH.
+    let out = env.ctl_input(ALICE, &["exec", "--", "cat"], "x\n");
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(out.stdout, "x\n");
+    let out = env.ctl_input(
+        ALICE,
+        &["exec", "--", "/bin/sh", "-c", "wc -l; id -un"],
+        "1\n2\n3\n",
+    );
+    assert_eq!(out.stdout, format!("3\n{ETL}\n"), "{}", out.stderr);
+    // The harness's ctl has /dev/null as its stdin: end of file at once.
+    let out = env.ctl_ok(ALICE, &["exec", "--", "/bin/cat"]);
+    assert_eq!(out, "");
+}
+
+#[test]
+fn exec_starts_in_the_callers_directory_and_finds_programs_like_a_shell() {
+    let env = Env::start("jobcwd");
+    env.ctl_ok(ALICE, &["proxy", "set", ETL]);
+    let in_tmp = |args: &[&str]| {
+        Out::from(
+            env.command_as(ALICE, bin("proxyuserctl"))
+                .current_dir("/tmp")
+                .args(args)
+                .output()
+                .unwrap(),
+        )
+    };
+    let out = in_tmp(&["exec", "--", "/bin/pwd"]);
+    assert_eq!(out.stdout, "/tmp\n", "{}", out.stderr);
+    let out = in_tmp(&["exec", "--cwd", ".", "--", "/bin/pwd"]);
+    assert_eq!(out.stdout, "/tmp\n", "{}", out.stderr);
+    let out = env.ctl_ok(ALICE, &["exec", "--cwd", "tmp", "--", "/bin/pwd"]);
+    assert_eq!(out, "/tmp\n");
+    let audited: Vec<_> = env
+        .audit_events("exec-start")
+        .into_iter()
+        .map(|r| r["cwd"].clone())
+        .collect();
+    assert_eq!(audited, ["/tmp", "/tmp", "/tmp"]);
+    // A relative program is taken from the caller's directory too.
+    let out = Out::from(
+        env.command_as(ALICE, bin("proxyuserctl"))
+            .current_dir("/bin")
+            .args(["exec", "--", "./echo", "relative"])
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(out.stdout, "relative\n", "{}", out.stderr);
+
+    // A directory of the caller's that etl cannot enter: refused, saying why.
+    let private = env.dir.join("alice-only");
+    std::fs::create_dir(&private).unwrap();
+    std::fs::set_permissions(&env.dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let (uid, gid) = ids(ALICE);
+    std::os::unix::fs::chown(&private, Some(uid), Some(gid)).unwrap();
+    let out = Out::from(
+        env.command_as(ALICE, bin("proxyuserctl"))
+            .current_dir(&private)
+            .args(["exec", "--", "/bin/true"])
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(out.error_name(), Some(INVALID_ARGS), "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains(&format!("in {}: Permission denied", private.display())),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr
+            .contains("(the job starts in your current directory; --cwd chooses another)"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(env.audit_events("exec-start").len(), 5);
+
+    // Not on PATH: "not found", exit 127, like a shell; nothing is asked of the daemon.
+    let out = env.ctl(ALICE, &["exec", "--", "pxt-no-such-program", "arg"]);
+    assert_eq!(out.code, 127, "{out:?}");
+    assert_eq!(
+        out.stderr,
+        "proxyuserctl: pxt-no-such-program: command not found\n"
+    );
+    assert_eq!(env.audit_events("exec-start").len(), 5);
+}
+
+#[test]
+fn an_env_variable_the_daemon_drops_gets_a_warning() {
+    let env = Env::with(
+        "jobenvwarn",
+        "[exec]\nenv_keep = [\"PXT_KEEP\"]\n",
+        &[("10-base.toml", BASE_RULES)],
+    );
+    env.ctl_ok(ALICE, &["proxy", "set", ETL]);
+    let out = env.ctl(
+        ALICE,
+        &[
+            "exec",
+            "--env",
+            "PXT_KEEP=1",
+            "--env",
+            "PXT_DROPPED=2",
+            "--env",
+            "HOME=/nowhere",
+            "--",
+            "/usr/bin/env",
+        ],
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(out.stdout.contains("PXT_KEEP=1\n"), "{}", out.stdout);
+    assert!(!out.stdout.contains("PXT_DROPPED"), "{}", out.stdout);
+    let warnings: Vec<&str> = out.stderr.lines().collect();
+    assert_eq!(
+        warnings,
+        [
+            "proxyuserctl: warning: --env PXT_DROPPED does not reach the job \
+             (exec.env_keep does not name it, or proxyuserd sets it)",
+            "proxyuserctl: warning: --env HOME does not reach the job \
+             (exec.env_keep does not name it, or proxyuserd sets it)",
+        ]
+    );
+}
+
+#[test]
+fn a_detached_job_is_waited_for_with_wait() {
+    let env = Env::start("jobwait");
+    env.ctl_ok(ALICE, &["proxy", "set", ETL]);
+    let id = detach(&env, ALICE, &["/bin/sh", "-c", "sleep 1; exit 3"]);
+    assert!(id.starts_with("job-"), "{id}");
+    let out = env.ctl(ALICE, &["wait", &id]);
+    assert_eq!(out.code, 3, "{}", out.stderr);
+    assert_eq!(job(&jobs(&env, ALICE), &id).unwrap()["state"], "exited");
+    // Waiting again gives the same; another's job is no job.
+    assert_eq!(env.ctl(ALICE, &["wait", &id]).code, 3);
+    env.ctl_err(CAROL, &["wait", &id], NO_SUCH_JOB);
+}
+
+#[test]
+fn exec_whose_output_nobody_reads_any_more_cancels_the_job() {
+    let env = Env::start("jobpipe");
+    env.ctl_ok(ALICE, &["proxy", "set", ETL]);
+    // `proxyuserctl exec -- … | head -1`: the job goes as if it had written to the pipe.
+    let (mut child, lines) =
+        exec_piped(&env, &["/bin/sh", "-c", "while echo y; do sleep 0.1; done"]);
+    assert_eq!(lines.recv_timeout(PATIENCE).unwrap(), "y");
+    drop(lines);
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(128 + 13));
+    let list = jobs(&env, ALICE);
+    assert_eq!(list.len(), 1);
+    assert_eq!(list[0]["state"], "killed", "{:?}", list[0]);
 }

@@ -222,7 +222,7 @@ fn the_package_runs_under_systemd_as_admins_expect() {
     // the daemon's sandbox.
     let job = ctl(
         ALICE,
-        "exec -- /bin/sh -c 'id -un; grep NoNewPrivs /proc/self/status; cat /proc/self/cgroup'",
+        "exec --cwd / -- /bin/sh -c 'id -un; grep NoNewPrivs /proc/self/status; cat /proc/self/cgroup'",
     );
     assert_eq!(job.code, 0, "{}", job.stderr);
     let mut lines = job.stdout.lines();

@@ -1,10 +1,11 @@
 //! `org.proxyuserd1.Jobs` (contract, DESIGN §4).
 
 use std::collections::HashMap;
+use std::time::Duration;
 
 use zbus::message::Header;
 use zbus::object_server::SignalEmitter;
-use zbus::{Connection, interface};
+use zbus::{Connection, OwnedVariant, interface};
 
 use super::{BusError, Shared};
 use crate::authority::WaitFor;
@@ -29,11 +30,43 @@ impl JobsInterface {
         cwd: String,
     ) -> Result<String, BusError> {
         let authority = self.0.authority.clone();
+        let (id, _) = self
+            .0
+            .call(connection, &header, move |_, c| {
+                authority.exec(c, &login, argv, env, &cwd, None)
+            })
+            .await?;
+        Ok(id)
+    }
+
+    /// Exec with options: "stdin" (h), a descriptor the job gets as its standard
+    /// input (else /dev/null). Also returns the names of the variables of env the job
+    /// does not get as given (not in exec.env_keep, or set by the daemon).
+    #[zbus(out_args("job_id", "dropped_env"))]
+    #[allow(clippy::too_many_arguments)] // the D-Bus signature's
+    async fn exec_with_options(
+        &self,
+        #[zbus(connection)] connection: &Connection,
+        #[zbus(header)] header: Header<'_>,
+        login: String,
+        argv: Vec<String>,
+        env: HashMap<String, String>,
+        cwd: String,
+        options: HashMap<String, OwnedVariant>,
+    ) -> Result<(String, Vec<String>), BusError> {
+        let stdin = exec_options(options)?;
+        let authority = self.0.authority.clone();
         self.0
             .call(connection, &header, move |_, c| {
-                authority.exec(c, &login, argv, env, &cwd)
+                authority.exec(c, &login, argv, env, &cwd, stdin)
             })
             .await
+    }
+
+    /// Bytes of each of stdout and stderr a job keeps (exec.max_output_bytes).
+    #[zbus(property(emits_changed_signal = "const"))]
+    async fn max_output_bytes(&self) -> u64 {
+        self.0.authority.config().exec.max_output_bytes
     }
 
     /// Waits until the job has ended; state is exited, killed or failed, exit_code the
@@ -68,7 +101,10 @@ impl JobsInterface {
         Ok((end.state.to_string(), end.exit_code))
     }
 
-    /// Kills the job's whole process group.
+    /// Ends a running job: SIGTERM to all its processes, SIGKILL after
+    /// exec.kill_grace_secs. Returns once the job's end is recorded, or, should that
+    /// take 5 s longer than the grace, while it is ending. A job that has ended is
+    /// left as it is.
     async fn cancel(
         &self,
         #[zbus(connection)] connection: &Connection,
@@ -76,11 +112,19 @@ impl JobsInterface {
         login: String,
         job_id: String,
     ) -> Result<(), BusError> {
-        self.0
+        let ending = self
+            .0
             .call(connection, &header, move |a, c| {
                 a.cancel(c, &login, &job_id)
             })
-            .await
+            .await?;
+        if let Some(mut done) = ending {
+            let grace = self.0.authority.config().exec.kill_grace_secs;
+            let patience = Duration::from_secs(grace.saturating_add(5));
+            // Closed without an end (not recorded) is an end too, as far as waiting goes.
+            let _ = tokio::time::timeout(patience, done.wait_for(Option::is_some)).await;
+        }
+        Ok(())
     }
 
     /// The jobs of the login's effective user: id, submitted-by login, run-as user,
@@ -149,6 +193,35 @@ impl JobsInterface {
         state: &str,
         exit_code: i32,
     ) -> zbus::Result<()>;
+}
+
+/// The options of `ExecWithOptions`: the job's stdin, if given.
+fn exec_options(
+    options: HashMap<String, OwnedVariant>,
+) -> Result<Option<std::os::fd::OwnedFd>, BusError> {
+    let mut stdin = None;
+    for (name, value) in options {
+        match name.as_str() {
+            "stdin" => {
+                let fd = zbus::Fd::try_from(&*value)
+                    .and_then(|fd| fd.try_to_owned())
+                    .map_err(|e| {
+                        crate::authority::Error::InvalidArgs(format!(
+                            "option stdin must be a file descriptor (h): {e}"
+                        ))
+                    })?;
+                stdin = Some(std::os::fd::OwnedFd::from(zbus::OwnedFd::from(fd)));
+            }
+            other => {
+                return Err(crate::authority::Error::InvalidArgs(format!(
+                    "unknown option {:?}: ExecWithOptions knows stdin",
+                    other.chars().take(40).collect::<String>()
+                ))
+                .into());
+            }
+        }
+    }
+    Ok(stdin)
 }
 
 /// A job as the wire has it.

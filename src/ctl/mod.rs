@@ -2,8 +2,10 @@
 //! `rules check`, which validates files offline like `visudo -c`).
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use clap::{Parser, Subcommand};
 use serde_json::json;
@@ -46,17 +48,20 @@ enum Command {
     #[command(subcommand)]
     Rules(RulesCommand),
     /// Run ARGV as the user you act as (your proxy, else yourself), like `sudo -u`:
-    /// waits, prints the job's stdout and stderr, exits with its exit code.
+    /// prints the job's stdout and stderr as it runs and exits with its exit code; your
+    /// stdin reaches it unless it is a terminal; Ctrl-C or SIGTERM cancels it (exit
+    /// 130 or 143).
     Exec {
         #[arg(long)]
         login: Option<String>,
-        /// Set a variable for the job (only those in exec.env_keep reach it).
+        /// Set a variable for the job (only those in exec.env_keep reach it; a warning
+        /// names the others).
         #[arg(long = "env", value_name = "K=V")]
         env: Vec<String>,
-        /// Working directory (default: the run-as user's home).
+        /// Working directory, relative to yours (default: your current directory).
         #[arg(long)]
         cwd: Option<String>,
-        /// Print the job id and return at once.
+        /// Print the job id and return at once (see `proxyuserctl wait`).
         #[arg(long)]
         detach: bool,
         /// The program (absolute, or found on your PATH) and its arguments.
@@ -76,7 +81,15 @@ enum Command {
         #[arg(long)]
         login: Option<String>,
     },
-    /// Cancel a running job (kills its whole process group).
+    /// Wait for a job (one started with `exec --detach`) to end; exits with its exit
+    /// code.
+    Wait {
+        job: String,
+        #[arg(long)]
+        login: Option<String>,
+    },
+    /// Cancel a running job: SIGTERM to all its processes, SIGKILL after
+    /// exec.kill_grace_secs; says how it ended.
     Cancel {
         job: String,
         #[arg(long)]
@@ -312,12 +325,19 @@ async fn run(cli: Cli) -> Outcome {
                 None | Some(SessionsCommand::List) => list_sessions(&admin, json).await,
             }
         }
+        Command::Wait { job, login } => {
+            let jobs = JobsProxy::new(&connection).await?;
+            let (state, code) = jobs.wait(&login_or_self(login)?, &job).await?;
+            Ok(job_status(&job, &state, code))
+        }
         Command::Cancel { job, login } => {
-            JobsProxy::new(&connection)
-                .await?
-                .cancel(&login_or_self(login)?, &job)
-                .await?;
-            Ok(ExitCode::SUCCESS)
+            cancel(
+                &JobsProxy::new(&connection).await?,
+                &login_or_self(login)?,
+                &job,
+                json,
+            )
+            .await
         }
     }
 }
@@ -659,19 +679,86 @@ fn compare_with_journal(
     found.problems.extend(lost);
 }
 
-/// A bare program name is looked up on the caller's PATH, as a shell would; the daemon
-/// itself never searches.
-fn absolute_program(program: &str) -> String {
+/// The program to ask for, as a shell would find it: a bare name on the caller's PATH
+/// (the daemon itself never searches), a relative path from the current directory.
+/// None if a bare name is on no directory of PATH.
+fn find_program(program: &str) -> Option<String> {
+    use std::os::unix::fs::PermissionsExt;
     if program.contains('/') {
-        return program.to_string();
+        return Some(absolute(Path::new(program)).display().to_string());
     }
-    std::env::var_os("PATH")
-        .and_then(|path| {
-            std::env::split_paths(&path)
-                .map(|dir| dir.join(program))
-                .find(|candidate| candidate.is_file())
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| absolute(&dir.join(program)))
+        .find(|candidate| {
+            std::fs::metadata(candidate)
+                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
         })
-        .map_or_else(|| program.to_string(), |found| found.display().to_string())
+        .map(|found| found.display().to_string())
+}
+
+/// `path` from the current directory, without `.` components (`..` stay: they are the
+/// kernel's to resolve).
+fn absolute(path: &Path) -> PathBuf {
+    let full = match std::env::current_dir() {
+        Ok(here) if path.is_relative() => here.join(path),
+        _ => path.to_path_buf(),
+    };
+    full.components().collect()
+}
+
+/// The job's working directory: `--cwd` from the current directory, else the current
+/// directory itself, as sudo; "" (the run-as user's home) if ours is gone.
+fn working_directory(cwd: Option<&str>) -> Result<String, Failure> {
+    match cwd {
+        Some(dir) => {
+            if Path::new(dir).is_relative()
+                && !std::env::current_dir().is_ok_and(|d| d.is_absolute())
+            {
+                return Err(format!(
+                    "--cwd {dir:?} is relative, but the current directory is gone"
+                )
+                .into());
+            }
+            Ok(absolute(Path::new(dir)).display().to_string())
+        }
+        // getcwd can answer "(unreachable)/…" from another mount namespace.
+        None => Ok(std::env::current_dir()
+            .ok()
+            .filter(|d| d.is_absolute())
+            .map(|d| d.display().to_string())
+            .unwrap_or_default()),
+    }
+}
+
+/// The signals that cancel a job `proxyuserctl exec` waits for, as sudo passes them on.
+struct Interrupts {
+    int: tokio::signal::unix::Signal,
+    term: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
+
+impl Interrupts {
+    fn new() -> Result<Self, Failure> {
+        use tokio::signal::unix::{SignalKind, signal};
+        let on = |kind: SignalKind| {
+            signal(kind).map_err(|e| Failure::from(format!("cannot handle signals: {e}")))
+        };
+        Ok(Interrupts {
+            int: on(SignalKind::interrupt())?,
+            term: on(SignalKind::terminate())?,
+            hup: on(SignalKind::hangup())?,
+        })
+    }
+
+    /// The number of the next signal.
+    async fn next(&mut self) -> u8 {
+        tokio::select! {
+            _ = self.int.recv() => libc::SIGINT as u8,
+            _ = self.term.recv() => libc::SIGTERM as u8,
+            _ = self.hup.recv() => libc::SIGHUP as u8,
+        }
+    }
 }
 
 async fn exec(
@@ -682,37 +769,151 @@ async fn exec(
     detach: bool,
     mut argv: Vec<String>,
 ) -> Outcome {
-    argv[0] = absolute_program(&argv[0]);
+    let Some(program) = find_program(&argv[0]) else {
+        eprintln!("proxyuserctl: {}: command not found", argv[0]);
+        return Ok(ExitCode::from(127));
+    };
+    argv[0] = program;
+    let defaulted_cwd = cwd.is_none();
+    let cwd = working_directory(cwd.as_deref())?;
     // The caller's environment; the daemon keeps only what exec.env_keep names.
     let mut vars: BTreeMap<String, String> = std::env::vars().collect();
+    let mut given = Vec::new();
     for pair in env {
         let (k, v) = pair
             .split_once('=')
             .ok_or_else(|| format!("--env {pair:?}: expected NAME=VALUE"))?;
         vars.insert(k.to_string(), v.to_string());
+        given.push(k.to_string());
     }
     let vars: std::collections::HashMap<&str, &str> =
         vars.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     let argv_refs: Vec<&str> = argv.iter().map(String::as_str).collect();
-    let id = jobs
-        .exec(&login, &argv_refs, &vars, cwd.as_deref().unwrap_or(""))
-        .await?;
-    if detach {
+    // Stdin reaches the job unless it is a terminal (the job has none) or closed.
+    let stdin = std::io::stdin();
+    let stdin = if std::io::IsTerminal::is_terminal(&stdin) {
+        None
+    } else {
+        std::os::fd::AsFd::as_fd(&stdin).try_clone_to_owned().ok()
+    };
+    let mut options = std::collections::HashMap::new();
+    if let Some(fd) = &stdin {
+        options.insert(
+            "stdin",
+            zbus::Variant::from(zbus::Fd::from(std::os::fd::AsFd::as_fd(fd))),
+        );
+    }
+    // From before the job exists, so that a Ctrl-C while it starts cancels it too.
+    let mut interrupts = if detach {
+        None
+    } else {
+        Some(Interrupts::new()?)
+    };
+    let submitted = jobs
+        .exec_with_options(&login, &argv_refs, &vars, &cwd, options)
+        .await;
+    drop(stdin);
+    let (id, dropped) = match submitted {
+        Ok(submitted) => submitted,
+        Err(err) => {
+            let mut failure = Failure::from(err);
+            if defaulted_cwd
+                && failure.name.as_deref() == Some("org.freedesktop.DBus.Error.InvalidArgs")
+                && failure.message.contains(&format!(" in {cwd}: "))
+            {
+                failure
+                    .message
+                    .push_str(" (the job starts in your current directory; --cwd chooses another)");
+            }
+            return Err(failure);
+        }
+    };
+    for name in given.iter().filter(|name| dropped.contains(name)) {
+        eprintln!(
+            "proxyuserctl: warning: --env {name} does not reach the job \
+             (exec.env_keep does not name it, or proxyuserd sets it)"
+        );
+    }
+    let Some(interrupts) = interrupts.as_mut() else {
         println!("{id}");
         return Ok(ExitCode::SUCCESS);
-    }
-    let (state, code) = jobs.wait(&login, &id).await?;
+    };
+
     // Both requests go out before either answer comes back: one round trip, not two.
     let (stdout, stderr) = tokio::join!(
         jobs.open_result(&login, &id, "stdout"),
         jobs.open_result(&login, &id, "stderr"),
     );
+    let cap = jobs.max_output_bytes().await.unwrap_or(u64::MAX);
+    let ended = Arc::new(AtomicBool::new(false));
     // What was handed out (and recorded as downloaded) is delivered before any error.
-    let stdout = stdout.map(|fd| copy_fd(fd, &id, "stdout", &mut std::io::stdout()));
-    let stderr = stderr.map(|fd| copy_fd(fd, &id, "stderr", &mut std::io::stderr()));
-    stdout??;
-    stderr??;
-    Ok(match state.as_str() {
+    let mut streams: Streams = Vec::new();
+    let mut failed = None;
+    for (fd, out) in [
+        (
+            stdout,
+            Box::new(std::io::stdout()) as Box<dyn std::io::Write + Send>,
+        ),
+        (stderr, Box::new(std::io::stderr())),
+    ] {
+        match fd {
+            Ok(fd) => streams.push((
+                Some(std::fs::File::from(std::os::fd::OwnedFd::from(fd))),
+                out,
+            )),
+            Err(err) => {
+                streams.push((None, out));
+                failed = Some(Failure::from(err));
+            }
+        }
+    }
+    // Told when our stdout is a pipe nobody reads any more.
+    let (broken_tx, mut broken) = tokio::sync::oneshot::channel();
+    let copier = {
+        let ended = ended.clone();
+        std::thread::spawn(move || stream_output(streams, cap, &ended, broken_tx))
+    };
+    let stop = tokio::select! {
+        end = jobs.wait(&login, &id) => Err(end.map_err(Failure::from)),
+        signal = interrupts.next() => Ok(signal),
+        // As the job would be had it written to the pipe itself.
+        Ok(()) = &mut broken => Ok(libc::SIGPIPE as u8),
+    };
+    let outcome = match stop {
+        Err(end) => end,
+        Ok(signal) => {
+            // Cancel returns once the job has ended; a second signal does not wait.
+            tokio::select! {
+                cancelled = jobs.cancel(&login, &id) => {
+                    if let Err(err) = cancelled {
+                        eprintln!("proxyuserctl: cannot cancel job {id}: {}", Failure::from(err).message);
+                    }
+                }
+                _ = interrupts.next() => {}
+            }
+            Ok(("cancelled".to_string(), 128 + i32::from(signal)))
+        }
+    };
+    ended.store(true, Ordering::Release);
+    copier.thread().unpark();
+    let copied = copier
+        .join()
+        .unwrap_or_else(|_| Err("the output copier failed".to_string()));
+    let (state, code) = outcome?;
+    if let Some(failure) = failed {
+        return Err(failure);
+    }
+    copied?;
+    if state == "cancelled" {
+        return Ok(ExitCode::from(u8::try_from(code).unwrap_or(255)));
+    }
+    Ok(job_status(&id, &state, code))
+}
+
+/// How `exec` and `wait` exit for a job that ended: with its exit code (128 + signal if
+/// it was killed), 255 if it failed.
+fn job_status(id: &str, state: &str, code: i32) -> ExitCode {
+    match state {
         "exited" => ExitCode::from(u8::try_from(code).unwrap_or(255)),
         "killed" => {
             eprintln!("proxyuserctl: job {id} was killed (exit code {code})");
@@ -722,7 +923,87 @@ async fn exec(
             eprintln!("proxyuserctl: job {id} {state}");
             ExitCode::from(255)
         }
-    })
+    }
+}
+
+/// The job's stdout and stderr (None: not handed out) and where they go.
+type Streams = Vec<(Option<std::fs::File>, Box<dyn std::io::Write + Send>)>;
+
+/// Copies each job output file to its destination as it grows, at most `cap` bytes of
+/// each (exec.max_output_bytes: the daemon keeps no more), until `ended` is set and
+/// everything written before is copied. A closed pipe on the first (stdout) is told to
+/// `broken_stdout`.
+fn stream_output(
+    mut streams: Streams,
+    cap: u64,
+    ended: &AtomicBool,
+    broken_stdout: tokio::sync::oneshot::Sender<()>,
+) -> Result<(), String> {
+    let mut broken_stdout = Some(broken_stdout);
+    use std::io::Read;
+    let mut copied = vec![0u64; streams.len()];
+    let mut broken: Option<String> = None;
+    let mut buffer = vec![0u8; 64 * 1024];
+    loop {
+        // Read before the reads: once set, a pass that finds nothing is the end.
+        let finished = ended.load(Ordering::Acquire);
+        let mut progress = false;
+        for (i, ((file, out), copied)) in streams.iter_mut().zip(copied.iter_mut()).enumerate() {
+            let Some(file) = file else { continue };
+            let room = cap.saturating_sub(*copied).min(buffer.len() as u64) as usize;
+            if room == 0 {
+                continue;
+            }
+            let n = file
+                .read(&mut buffer[..room])
+                .map_err(|e| format!("cannot read the job's output: {e}"))?;
+            if n == 0 {
+                continue;
+            }
+            progress = true;
+            *copied += n as u64;
+            // A reader that went away (a closed pipe) ends the copy of that stream only.
+            if let Err(err) = out.write_all(&buffer[..n]).and_then(|_| out.flush()) {
+                *copied = cap;
+                if i == 0 && err.kind() == std::io::ErrorKind::BrokenPipe {
+                    if let Some(tell) = broken_stdout.take() {
+                        let _ = tell.send(());
+                    }
+                } else {
+                    broken.get_or_insert(format!("cannot write the job's output: {err}"));
+                }
+            }
+        }
+        if !progress {
+            if finished {
+                break;
+            }
+            // Woken early when the job has ended.
+            std::thread::park_timeout(std::time::Duration::from_millis(50));
+        }
+    }
+    broken.map_or(Ok(()), Err)
+}
+
+/// Cancels a job and says how it ended.
+async fn cancel(jobs: &JobsProxy<'_>, login: &str, id: &str, json: bool) -> Outcome {
+    jobs.cancel(login, id).await?;
+    // Cancel returns once the job has ended, or while it still is ending.
+    let end = tokio::time::timeout(std::time::Duration::from_secs(1), jobs.wait(login, id)).await;
+    let (state, code) = match end {
+        Ok(end) => end?,
+        Err(_) => ("ending".to_string(), -1),
+    };
+    if json {
+        print_json(&json!({ "job": id, "state": state, "exit_code": code }));
+    } else {
+        match state.as_str() {
+            "killed" => println!("job {id} cancelled: killed (exit code {code})"),
+            "ending" => println!("job {id} cancelled: still ending after SIGKILL"),
+            _ => println!("job {id} ended: {state} (exit code {code})"),
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Copies one output stream of a job to `out` through the descriptor the daemon passes.

@@ -270,6 +270,15 @@ impl Cgroup {
         }
     }
 
+    /// `signal` to every process in it now (a polite signal: no freeze needed).
+    pub fn signal(&self, signal: Signal) {
+        for pid in read(&self.0.join("cgroup.procs")).lines() {
+            if let Ok(pid) = pid.parse() {
+                let _ = kill(Pid::from_raw(pid), signal);
+            }
+        }
+    }
+
     /// Whether a process (not a zombie) is still in it; `false` once it is gone.
     pub fn populated(&self) -> bool {
         read(&self.0.join("cgroup.events"))

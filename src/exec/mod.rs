@@ -50,6 +50,8 @@ pub struct JobSpec {
     /// Output files, created (root-owned, 0600) before the job starts.
     pub stdout: PathBuf,
     pub stderr: PathBuf,
+    /// The caller's stdin, passed on (None: /dev/null).
+    pub stdin: Option<OwnedFd>,
 }
 
 /// Where jobs run.
@@ -119,6 +121,18 @@ pub struct DirectJob {
 }
 
 impl DirectJob {
+    /// SIGTERM to the job's cgroup, or to its process group while the leader is unreaped
+    /// (orphans outside it get the SIGKILL of the end).
+    fn terminate(&self) {
+        if let Some(cgroup) = &self.cgroup {
+            cgroup.signal(Signal::SIGTERM);
+            return;
+        }
+        if !*lock(&self.reaped) {
+            signal_group(self.pgid, Signal::SIGTERM);
+        }
+    }
+
     /// Kills everything of the job (the leader too, if it has not been reaped yet).
     async fn kill(&self) {
         if let Some(cgroup) = &self.cgroup {
@@ -152,6 +166,14 @@ impl Killer {
         match self {
             Killer::Direct(job) => job.kill().await,
             Killer::Unit(systemd, unit) => systemd.kill(unit).await,
+        }
+    }
+
+    /// SIGTERM to every process of the job, as `kill` reaches them.
+    pub async fn terminate(&self) {
+        match self {
+            Killer::Direct(job) => job.terminate(),
+            Killer::Unit(systemd, unit) => systemd.signal(unit, Signal::SIGTERM).await,
         }
     }
 }
@@ -278,7 +300,7 @@ pub fn spawn(spec: JobSpec, id: &str, containment: &Arc<Containment>) -> io::Res
         .args(args)
         .env_clear()
         .envs(spec.env)
-        .stdin(Stdio::null())
+        .stdin(spec.stdin.map_or_else(Stdio::null, Stdio::from))
         .stdout(Stdio::from(output(&spec.stdout)?))
         .stderr(Stdio::from(output(&spec.stderr)?))
         .kill_on_drop(false);
@@ -426,8 +448,13 @@ pub fn is_request_error(err: &io::Error) -> bool {
 
 /// SIGKILL to a job's whole process group. Gone already is fine.
 pub fn kill_group(pgid: u32) {
+    signal_group(pgid, Signal::SIGKILL);
+}
+
+/// `signal` to a job's whole process group. Gone already is fine.
+fn signal_group(pgid: u32, signal: Signal) {
     if pgid > 1 {
-        let _ = kill(Pid::from_raw(-(pgid as i32)), Signal::SIGKILL);
+        let _ = kill(Pid::from_raw(-(pgid as i32)), signal);
     }
 }
 

@@ -309,7 +309,6 @@ impl Systemd {
             ("Environment", Variant::from(env)),
             ("UnsetEnvironment", Variant::from(unset)),
             ("UMask", Variant::from(0o077u32)),
-            ("StandardInput", Variant::from("null")),
             (
                 "StandardOutputFile",
                 Variant::from(spec.stdout.display().to_string()),
@@ -324,6 +323,16 @@ impl Systemd {
             ("CollectMode", Variant::from("inactive-or-failed")),
             ("AddRef", Variant::from(true)),
         ];
+        match &spec.stdin {
+            // Implies StandardInput=fd.
+            Some(fd) => {
+                props.push((
+                    "StandardInputFileDescriptor",
+                    Variant::from(zbus::Fd::from(std::os::fd::AsFd::as_fd(fd))),
+                ));
+            }
+            None => props.push(("StandardInput", Variant::from("null"))),
+        }
         if timeout_secs > 0 {
             // A backstop should the daemon be gone when the timeout comes.
             props.push((
@@ -456,8 +465,13 @@ impl Systemd {
 
     /// SIGKILL to every process of a unit.
     pub async fn kill(&self, unit: &str) {
-        if let Err(err) = self.manager.kill_unit(unit, "all", 9).await {
-            tracing::debug!("cannot kill {unit}: {err}");
+        self.signal(unit, nix::sys::signal::Signal::SIGKILL).await;
+    }
+
+    /// `signal` to every process of a unit.
+    pub async fn signal(&self, unit: &str, signal: nix::sys::signal::Signal) {
+        if let Err(err) = self.manager.kill_unit(unit, "all", signal as i32).await {
+            tracing::debug!("cannot send {signal} to {unit}: {err}");
         }
     }
 }

@@ -89,7 +89,9 @@ impl Authority {
         self.running.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Starts `argv` as `login`'s effective user; the job id.
+    /// Starts `argv` as `login`'s effective user, with `stdin` as its standard input
+    /// (else /dev/null); the job id and the names of the variables of `env` the job
+    /// does not get as given (not in exec.env_keep, or set by the daemon), sorted.
     pub fn exec(
         self: &Arc<Self>,
         caller: &Caller,
@@ -97,7 +99,8 @@ impl Authority {
         argv: Vec<String>,
         env: HashMap<String, String>,
         cwd: &str,
-    ) -> Result<String, Error> {
+        stdin: Option<std::os::fd::OwnedFd>,
+    ) -> Result<(String, Vec<String>), Error> {
         self.authorize(caller, "Exec", login)?;
         request::check(&self.config.exec, &argv, &env, cwd).map_err(|e| self.refuse(caller, e))?;
 
@@ -154,6 +157,11 @@ impl Authority {
             },
             login,
         );
+        let mut dropped: Vec<String> = env
+            .into_keys()
+            .filter(|name| !job_env.kept.contains(name))
+            .collect();
+        dropped.sort();
 
         // Output files before the transaction (file system work stays out of it).
         let id = new_job_id()?;
@@ -231,6 +239,7 @@ impl Authority {
             gids: account.gids.clone(),
             stdout: dir.join("stdout"),
             stderr: dir.join("stderr"),
+            stdin,
         };
         let started = match self.start(&id, &record.unit, spec) {
             Ok(started) => started,
@@ -292,7 +301,7 @@ impl Authority {
             cancel,
             done_tx,
         ));
-        Ok(id)
+        Ok((id, dropped))
     }
 
     /// Records the start (exec-start and the job record) and takes the job's slot
@@ -434,14 +443,23 @@ impl Authority {
         Ok(job.end())
     }
 
-    pub fn cancel(&self, caller: &Caller, login: &str, id: &str) -> Result<(), Error> {
+    /// Asks a running job to end (SIGTERM, SIGKILL after exec.kill_grace_secs): what
+    /// `Wait` would wait for, or None if it is not running.
+    pub fn cancel(
+        &self,
+        caller: &Caller,
+        login: &str,
+        id: &str,
+    ) -> Result<Option<watch::Receiver<Option<JobEnd>>>, Error> {
         self.visible_job(caller, "Cancel", login, id)?;
-        if let Some(running) = self.running_jobs().get(id) {
-            tracing::info!("{id} cancelled by {caller}");
-            *running.cancel.by.lock().unwrap_or_else(|e| e.into_inner()) = Some(caller.to_string());
-            running.cancel.requested.notify_one();
-        }
-        Ok(())
+        let running = self.running_jobs();
+        let Some(running) = running.get(id) else {
+            return Ok(None);
+        };
+        tracing::info!("{id} cancelled by {caller}");
+        *running.cancel.by.lock().unwrap_or_else(|e| e.into_inner()) = Some(caller.to_string());
+        running.cancel.requested.notify_one();
+        Ok(Some(running.done.clone()))
     }
 
     /// The newest jobs (at most [`LIST_MAX`]) that ran as `login`'s effective user,

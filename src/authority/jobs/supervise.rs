@@ -1,5 +1,6 @@
-//! A running job's supervision: its end, cancellation, its wall-clock limit and its
-//! output cap; then the end is recorded.
+//! A running job's supervision: its end, cancellation (SIGTERM, then SIGKILL after
+//! `exec.kill_grace_secs`), its wall-clock limit and its output cap (SIGKILL at once);
+//! then the end is recorded.
 
 use std::fs::OpenOptions;
 use std::sync::Arc;
@@ -28,23 +29,36 @@ pub(super) async fn supervise(
     let mut tick = tokio::time::interval(Duration::from_millis(200));
     let mut reason: Option<String> = None;
     let mut over_cap = false;
+    // When a cancelled job that has not ended by then is killed.
+    let mut grace_end: Option<tokio::time::Instant> = None;
+    let mut terminated = false;
     let ended = loop {
         tokio::select! {
             ended = started.wait() => break ended,
             _ = cancel.requested.notified() => {
                 let by = cancel.by.lock().unwrap_or_else(|e| e.into_inner()).clone().unwrap_or_default();
                 reason.get_or_insert_with(|| format!("cancelled by {by}"));
+                if !terminated {
+                    terminated = true;
+                    grace_end = Some(tokio::time::Instant::now() + Duration::from_secs(limits.kill_grace_secs));
+                    killer.terminate().await;
+                }
+            }
+            _ = async { tokio::time::sleep_until(grace_end.expect("only polled with a grace end")).await }, if grace_end.is_some() => {
+                tracing::info!("{id} did not end within {} s of SIGTERM (exec.kill_grace_secs): killed", limits.kill_grace_secs);
+                grace_end = None;
                 killer.kill().await;
             }
             _ = async { tokio::time::sleep_until(deadline.expect("only polled with a deadline")).await }, if deadline.is_some() && reason.is_none() => {
                 reason = Some(format!("timed out after {} s (exec.timeout_secs)", limits.timeout_secs));
                 killer.kill().await;
             }
-            _ = tick.tick(), if reason.is_none() => {
+            // Also while a cancelled job has its grace.
+            _ = tick.tick(), if !over_cap => {
                 let written = exec::output_size(&dir.join("stdout")).max(exec::output_size(&dir.join("stderr")));
                 if written > limits.max_output_bytes {
                     over_cap = true;
-                    reason = Some(format!("wrote more than {} bytes of output (exec.max_output_bytes)", limits.max_output_bytes));
+                    reason.get_or_insert_with(|| format!("wrote more than {} bytes of output (exec.max_output_bytes)", limits.max_output_bytes));
                     killer.kill().await;
                 }
             }
