@@ -1,4 +1,4 @@
-//! `org.proxyuserd1.Jobs` (contract, DESIGN §4).
+//! `org.proxyuserd1.Jobs` (contract: README, "D-Bus API").
 
 use std::collections::HashMap;
 
