@@ -15,7 +15,7 @@ pub mod systemd;
 use std::ffi::CString;
 use std::fs::OpenOptions;
 use std::io;
-use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+use std::os::fd::OwnedFd;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
@@ -225,26 +225,27 @@ pub fn spawn(spec: JobSpec) -> io::Result<Running> {
         .stdout(Stdio::from(output(&spec.stdout)?))
         .stderr(Stdio::from(output(&spec.stderr)?))
         .kill_on_drop(false);
-    // SAFETY: the closure runs in the forked child before exec. It only makes
-    // async-signal-safe system calls (no allocation, no locks: `gids` and `cwd` were
-    // built before the fork and are only read), and returns errors, which std reports
-    // to the parent as the spawn result.
-    unsafe {
-        command.pre_exec(move || {
-            // The daemon ignores SIGXFSZ; ignored signals stay ignored across exec.
-            signal(Signal::SIGXFSZ, SigHandler::SigDfl)?;
-            setgroups(&gids)?;
-            setresgid(gid, gid, gid)?;
-            setresuid(uid, uid, uid)?;
-            if getuid() != uid || geteuid() != uid || getgid() != gid || getegid() != gid {
-                return Err(io::Error::from_raw_os_error(libc::EPERM));
-            }
-            setsid()?;
-            umask(Mode::from_bits_truncate(0o077));
-            chdir(cwd.as_c_str())?;
-            Ok(())
-        });
-    }
+    // Runs in the forked child before exec. It only makes async-signal-safe system
+    // calls (no allocation, no locks: `gids` and `cwd` were built before the fork and
+    // are only read), and returns errors, which std reports to the parent as the spawn
+    // result.
+    let in_child = move || {
+        // The daemon ignores SIGXFSZ; ignored signals stay ignored across exec.
+        // SAFETY: restores the default disposition; no handler is installed.
+        unsafe { signal(Signal::SIGXFSZ, SigHandler::SigDfl) }?;
+        setgroups(&gids)?;
+        setresgid(gid, gid, gid)?;
+        setresuid(uid, uid, uid)?;
+        if getuid() != uid || geteuid() != uid || getgid() != gid || getegid() != gid {
+            return Err(io::Error::from_raw_os_error(libc::EPERM));
+        }
+        setsid()?;
+        umask(Mode::from_bits_truncate(0o077));
+        chdir(cwd.as_c_str())?;
+        Ok(())
+    };
+    // SAFETY: `in_child` is async-signal-safe, as said above.
+    unsafe { command.pre_exec(in_child) };
     let child = command.spawn()?;
     let pgid = child.id().unwrap_or(0);
     let exited = match pidfd_open(pgid) {
@@ -266,16 +267,11 @@ pub fn spawn(spec: JobSpec) -> io::Result<Running> {
 
 /// A pidfd for our own unreaped child `pid` (close-on-exec, as pidfd_open makes it).
 fn pidfd_open(pid: u32) -> io::Result<AsyncFd<OwnedFd>> {
-    let pid = libc::pid_t::try_from(pid)
-        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "pid out of range"))?;
-    // SAFETY: pidfd_open(2) takes a pid and flags and returns a new descriptor or -1.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    let fd = RawFd::try_from(fd).map_err(|_| io::Error::other("pidfd out of range"))?;
-    // SAFETY: `fd` was just returned by the kernel and nothing else owns it.
-    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    let pid = i32::try_from(pid)
+        .ok()
+        .and_then(rustix::process::Pid::from_raw)
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "pid out of range"))?;
+    let fd = rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty())?;
     // SAFETY: the AsyncFd owns `fd`, which stays open and the same until it is dropped.
     Ok(unsafe { AsyncFd::register_with_interest(fd, Interest::READABLE) }?)
 }
