@@ -18,7 +18,7 @@ mod rules;
 mod sessions;
 mod throttle;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -128,14 +128,15 @@ pub struct Authority {
     rule_changes: Mutex<()>,
     /// Output and records kept per run-as user.
     output_totals: jobs::OutputTotals,
-    /// The runtime jobs are supervised on, and the service manager is called from
-    /// blocking code with (taken at open, not from whatever thread is current).
+    /// The runtime jobs are supervised on and blocking work is handed to (taken at
+    /// open, not from whatever thread is current).
     runtime: tokio::runtime::Handle,
 }
 
 impl Authority {
     /// Opens the store, continues the audit chain and loads the rules (falling back to
-    /// the last good set if the files are broken).
+    /// the last good set if the files are broken). Blocking; then
+    /// [`Authority::fail_stale_jobs`] before serving.
     pub fn open(
         config: Config,
         journal: Option<Journal>,
@@ -180,7 +181,6 @@ impl Authority {
             runtime,
         });
         authority.load_rules_at_start()?;
-        authority.fail_stale_jobs().map_err(|e| e.to_string())?;
         authority.purge_sessions().map_err(|e| e.to_string())?;
         Ok((authority, receiver))
     }
@@ -267,8 +267,8 @@ impl Authority {
     }
 
     /// Flushes the store and stops its committer (at shutdown).
-    pub fn close(&self) -> Result<(), String> {
-        self.store.close().map_err(|e| e.to_string())
+    pub fn close(&self) -> Result<(), StoreError> {
+        self.store.close()
     }
 
     /// Completes once everything applied (and every denial recorded) so far is
@@ -280,6 +280,19 @@ impl Authority {
     /// Completes when the rule set changes after this call.
     pub fn rules_changed(&self) -> tokio::sync::futures::Notified<'_> {
         self.rules_changed.notified()
+    }
+
+    /// Runs blocking `op` (store flushes, NSS) on a blocking thread of the daemon's
+    /// runtime, from async code.
+    pub(crate) async fn blocking<T: Send + 'static>(
+        self: &Arc<Self>,
+        op: impl FnOnce(&Authority) -> Result<T, Error> + Send + 'static,
+    ) -> Result<T, Error> {
+        let authority = self.clone();
+        self.runtime
+            .spawn_blocking(move || op(&authority))
+            .await
+            .map_err(|e| Error::Failed(format!("internal error: {e}")))?
     }
 
     /// Starts a write transaction.
@@ -408,31 +421,66 @@ pub fn next_check(authority: &Authority, now: Micros) -> Micros {
         .map_or(periodic, |t| t.min(periodic))
 }
 
+/// Why the state directory cannot hold the daemon's state.
+#[derive(Debug, thiserror::Error)]
+pub enum StateDirError {
+    #[error("cannot create state directory {}: {source}", dir.display())]
+    Create {
+        dir: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("state directory {}: {source}", dir.display())]
+    Inspect {
+        dir: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("state directory {} is not a directory (a symbolic link?)", dir.display())]
+    NotADirectory { dir: PathBuf },
+    #[error(
+        "state directory {} belongs to uid {owner}, not to the daemon (uid {daemon}): \
+         refusing to keep state where another user can write",
+        dir.display()
+    )]
+    Foreign {
+        dir: PathBuf,
+        owner: u32,
+        daemon: u32,
+    },
+    #[error("cannot make {} mode 0700: {source}", dir.display())]
+    Mode {
+        dir: PathBuf,
+        source: std::io::Error,
+    },
+}
+
 /// Creates `dir` as a root-only directory, or repairs its mode; refuses a directory
 /// that another user owns (and so could write whatever its mode says).
-pub fn secure_state_dir(dir: &Path) -> Result<(), String> {
+pub fn secure_state_dir(dir: &Path) -> Result<(), StateDirError> {
     use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
     std::fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
         .create(dir)
-        .map_err(|e| format!("cannot create state directory {}: {e}", dir.display()))?;
-    let meta = std::fs::symlink_metadata(dir)
-        .map_err(|e| format!("state directory {}: {e}", dir.display()))?;
+        .map_err(|source| StateDirError::Create {
+            dir: dir.to_owned(),
+            source,
+        })?;
+    let meta = std::fs::symlink_metadata(dir).map_err(|source| StateDirError::Inspect {
+        dir: dir.to_owned(),
+        source,
+    })?;
     if !meta.is_dir() {
-        return Err(format!(
-            "state directory {} is not a directory (a symbolic link?)",
-            dir.display()
-        ));
+        return Err(StateDirError::NotADirectory {
+            dir: dir.to_owned(),
+        });
     }
-    let me = nix::unistd::geteuid().as_raw();
-    if meta.uid() != me {
-        return Err(format!(
-            "state directory {} belongs to uid {}, not to the daemon (uid {me}): refusing \
-             to keep state where another user can write",
-            dir.display(),
-            meta.uid()
-        ));
+    let daemon = nix::unistd::geteuid().as_raw();
+    if meta.uid() != daemon {
+        return Err(StateDirError::Foreign {
+            dir: dir.to_owned(),
+            owner: meta.uid(),
+            daemon,
+        });
     }
     if meta.mode() & 0o7777 != 0o700 {
         tracing::warn!(
@@ -440,8 +488,12 @@ pub fn secure_state_dir(dir: &Path) -> Result<(), String> {
             dir.display(),
             meta.mode() & 0o7777
         );
-        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
-            .map_err(|e| format!("cannot make {} mode 0700: {e}", dir.display()))?;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(
+            |source| StateDirError::Mode {
+                dir: dir.to_owned(),
+                source,
+            },
+        )?;
     }
     // What older versions (or a looser umask) made readable stays private too.
     for entry in walk(dir) {

@@ -28,10 +28,9 @@ impl JobsInterface {
         env: HashMap<String, String>,
         cwd: String,
     ) -> Result<String, BusError> {
-        let authority = self.0.authority.clone();
         self.0
-            .call(connection, &header, move |_, c| {
-                authority.exec(c, &login, argv, env, &cwd)
+            .call_async(connection, &header, move |authority, caller| async move {
+                authority.exec(caller, login, argv, env, cwd).await
             })
             .await
     }

@@ -73,6 +73,14 @@ pub struct JobPage {
     pub next: String,
 }
 
+/// An `Exec` checked and recorded, ready to start.
+struct PreparedJob {
+    record: JobRecord,
+    spec: JobSpec,
+    cancel: Arc<Cancel>,
+    done: watch::Sender<Option<JobEnd>>,
+}
+
 /// Why a job did not start: the request's fault (a program that does not exist, a
 /// directory the user cannot enter), or the system's.
 pub(super) struct StartError {
@@ -89,15 +97,97 @@ impl Authority {
         self.running.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Starts `argv` as `login`'s effective user; the job id.
-    pub fn exec(
+    /// Starts `argv` as `login`'s effective user; the job id. The checks and the
+    /// records run on blocking threads, the start itself (a fork, or a call to the
+    /// service manager) is awaited here.
+    pub async fn exec(
         self: &Arc<Self>,
+        caller: Caller,
+        login: String,
+        argv: Vec<String>,
+        env: HashMap<String, String>,
+        cwd: String,
+    ) -> Result<String, Error> {
+        let prepared = {
+            let caller = caller.clone();
+            self.blocking(move |a| a.prepare_job(&caller, &login, argv, env, &cwd))
+                .await?
+        };
+        let PreparedJob {
+            mut record,
+            spec,
+            cancel,
+            done,
+        } = prepared;
+        let id = record.id.clone();
+        let started = match self.start(&record.unit, spec).await {
+            Ok(started) => started,
+            Err(StartError {
+                caller_fault,
+                message,
+            }) => {
+                let reason = format!(
+                    "cannot start {} as {} in {}: {message}",
+                    record.argv[0], record.run_as, record.cwd
+                );
+                // A failed start costs the caller like a denial, and leaves no output.
+                self.count_refusal(&caller);
+                let failed = reason.clone();
+                self.blocking(move |a| {
+                    let _ = std::fs::remove_dir_all(a.job_dir(&id));
+                    a.finish_job(&id, ProcessEnd::Failed(failed), None)
+                })
+                .await?;
+                return Err(if caller_fault {
+                    Error::InvalidArgs(reason)
+                } else {
+                    Error::Failed(reason)
+                });
+            }
+        };
+        if let Some(job) = self.running_jobs().get_mut(&id) {
+            job.killer = Some(started.killer());
+        }
+        // The pid (direct backend; a unit is in the record already) helps to clean up
+        // after a crash: written without waiting, durable with the next flush.
+        record.pid = started.pid();
+        let login = record.login.clone();
+        let run_as = record.run_as.clone();
+        let argv = record.argv.clone();
+        if record.pid > 0 {
+            self.blocking(move |a| {
+                record.pid_start = process_start_time(record.pid).unwrap_or(0);
+                let written = a.begin().and_then(|mut txn| {
+                    Ok(txn.apply(&Store::put_job(&record)).map(|_| txn.release())?)
+                });
+                if let Err(err) = written {
+                    tracing::warn!("cannot record the pid of {}: {err}", record.id);
+                }
+                Ok(())
+            })
+            .await?;
+        }
+        tracing::info!("{id} started for {login} as {run_as}: {argv:?}");
+        self.runtime.spawn(supervise::supervise(
+            self.clone(),
+            id.clone(),
+            started,
+            cancel,
+            done,
+        ));
+        Ok(id)
+    }
+
+    /// Everything of an `Exec` before the start: the checks, the output files, and the
+    /// start recorded (durable on return).
+    fn prepare_job(
+        &self,
         caller: &Caller,
         login: &str,
         argv: Vec<String>,
         env: HashMap<String, String>,
         cwd: &str,
-    ) -> Result<String, Error> {
+    ) -> Result<PreparedJob, Error> {
         self.authorize(caller, "Exec", login)?;
         request::check(&self.config.exec, &argv, &env, cwd).map_err(|e| self.refuse(caller, e))?;
 
@@ -183,7 +273,7 @@ impl Authority {
             remove_dir();
             return Err(err);
         }
-        let mut record = JobRecord {
+        let record = JobRecord {
             id: id.clone(),
             login: login.to_string(),
             run_as: account.name.clone(),
@@ -232,55 +322,12 @@ impl Authority {
             stdout: dir.join("stdout"),
             stderr: dir.join("stderr"),
         };
-        let started = match self.start(&record.unit, spec) {
-            Ok(started) => started,
-            Err(StartError {
-                caller_fault,
-                message,
-            }) => {
-                let reason = format!(
-                    "cannot start {} as {} in {}: {message}",
-                    record.argv[0], record.run_as, record.cwd
-                );
-                // A failed start costs the caller like a denial, and leaves no output.
-                self.count_refusal(caller);
-                remove_dir();
-                self.finish_job(&id, ProcessEnd::Failed(reason.clone()), None)?;
-                return Err(if caller_fault {
-                    Error::InvalidArgs(reason)
-                } else {
-                    Error::Failed(reason)
-                });
-            }
-        };
-        if let Some(job) = self.running_jobs().get_mut(&id) {
-            job.killer = Some(started.killer());
-        }
-        // The pid (direct backend; a unit is in the record already) helps to clean up
-        // after a crash: written without waiting, durable with the next flush.
-        record.pid = started.pid();
-        if record.pid > 0 {
-            record.pid_start = process_start_time(record.pid).unwrap_or(0);
-            let written = self.begin().and_then(|mut txn| {
-                Ok(txn.apply(&Store::put_job(&record)).map(|_| txn.release())?)
-            });
-            if let Err(err) = written {
-                tracing::warn!("cannot record the pid of {id}: {err}");
-            }
-        }
-        tracing::info!(
-            "{id} started for {login} as {}: {:?}",
-            record.run_as,
-            record.argv
-        );
-        self.runtime.spawn(supervise::supervise(
-            self.clone(),
-            id.clone(),
-            started,
+        Ok(PreparedJob {
+            record,
+            spec,
             cancel,
-            done_tx,
-        ));
-        Ok(id)
+            done: done_tx,
+        })
     }
 
     /// Records the start (exec-start and the job record) and takes the job's slot
@@ -346,21 +393,27 @@ impl Authority {
 
     /// Starts a job with the configured backend. Returns once the program runs (or
     /// could not be started).
-    fn start(&self, unit: &str, spec: JobSpec) -> Result<exec::Started, StartError> {
+    async fn start(&self, unit: &str, spec: JobSpec) -> Result<exec::Started, StartError> {
         match &self.backend {
             exec::Backend::Direct => {
-                exec::spawn(spec)
-                    .map(exec::Started::Direct)
-                    .map_err(|e| StartError {
+                // The fork copies the daemon's page tables: off the async threads.
+                let spawned = self.runtime.spawn_blocking(move || exec::spawn(spec)).await;
+                match spawned {
+                    Ok(spawned) => spawned.map(exec::Started::Direct).map_err(|e| StartError {
                         caller_fault: exec::is_request_error(&e),
                         message: e.to_string(),
-                    })
+                    }),
+                    Err(e) => Err(StartError {
+                        caller_fault: false,
+                        message: format!("internal error: {e}"),
+                    }),
+                }
             }
             exec::Backend::Systemd(systemd, limits) => {
                 let unit = unit.to_string();
-                let watch = self
-                    .runtime
-                    .block_on(systemd.start(&unit, &spec, limits, self.config.exec.timeout_secs))
+                let watch = systemd
+                    .start(&unit, &spec, limits, self.config.exec.timeout_secs)
+                    .await
                     .map_err(|e| StartError {
                         caller_fault: e.caller_fault,
                         message: e.message,
