@@ -89,6 +89,19 @@ impl From<AuditUnavailable> for Error {
     }
 }
 
+/// Why the authority cannot open at start.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Audit(#[from] crate::audit::ledger::OpenError),
+    #[error("cannot load the rules: {0}")]
+    Rules(Error),
+    #[error("cannot purge expired sessions: {0}")]
+    Sessions(Error),
+}
+
 /// Something that bus clients are told about (signals), once it is durable.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Notice {
@@ -142,17 +155,14 @@ impl Authority {
         journal: Option<Journal>,
         backend: crate::exec::Backend,
         runtime: tokio::runtime::Handle,
-    ) -> Result<(Arc<Self>, mpsc::UnboundedReceiver<Notice>), String> {
-        let store = Arc::new(
-            Store::open(
-                &config.state_dir.join("db"),
-                StoreConfig {
-                    cache_bytes: config.store.cache_bytes,
-                    reserve_bytes: config.store.reserve_bytes,
-                },
-            )
-            .map_err(|e| e.to_string())?,
-        );
+    ) -> Result<(Arc<Self>, mpsc::UnboundedReceiver<Notice>), OpenError> {
+        let store = Arc::new(Store::open(
+            &config.state_dir.join("db"),
+            StoreConfig {
+                cache_bytes: config.store.cache_bytes,
+                reserve_bytes: config.store.reserve_bytes,
+            },
+        )?);
         let ledger = Ledger::open(
             store.clone(),
             journal,
@@ -180,8 +190,8 @@ impl Authority {
             output_totals: Default::default(),
             runtime,
         });
-        authority.load_rules_at_start()?;
-        authority.purge_sessions().map_err(|e| e.to_string())?;
+        authority.load_rules_at_start().map_err(OpenError::Rules)?;
+        authority.purge_sessions().map_err(OpenError::Sessions)?;
         Ok((authority, receiver))
     }
 

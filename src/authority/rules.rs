@@ -131,13 +131,9 @@ fn digest(sources: &[(String, String)]) -> String {
 
 impl Authority {
     /// At start: the files if they validate, else the last good files, else none.
-    pub(super) fn load_rules_at_start(&self) -> Result<(), String> {
-        let snapshot = self
-            .store
-            .rule_snapshot()
-            .map_err(|e| e.to_string())?
-            .unwrap_or_default();
-        let live = live_rules(&self.store).map_err(|e| e.to_string())?;
+    pub(super) fn load_rules_at_start(&self) -> Result<(), Error> {
+        let snapshot = self.store.rule_snapshot()?.unwrap_or_default();
+        let live = live_rules(&self.store)?;
         let from_disk = read_rule_dir(&self.config.rules_dir).and_then(|sources| {
             let files = self.parsed.parse(&sources).map_err(|e| e.to_string())?;
             let compiled =
@@ -158,8 +154,7 @@ impl Authority {
                     Draft::new(Event::RulesReload).with("trigger", "start"),
                     None,
                     Vec::new(),
-                )
-                .map_err(|e| e.to_string())?;
+                )?;
             }
             Err(err) => {
                 tracing::error!(

@@ -56,8 +56,8 @@ pub enum DaemonError {
     #[error("exec.backend = \"systemd\" but systemd cannot be reached: {0}")]
     NoSystemd(zbus::Error),
     /// Opening the store, the audit chain or the rules failed.
-    #[error("{0}")]
-    Open(String),
+    #[error(transparent)]
+    Open(#[from] crate::authority::OpenError),
     #[error("cannot recover the jobs of the last run: {0}")]
     Recovery(crate::authority::Error),
     #[error("cannot serve {BUS_NAME} on the system bus: {0}")]
@@ -90,8 +90,7 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
     let runtime = tokio::runtime::Handle::current();
     let (authority, notices) =
         tokio::task::spawn_blocking(move || Authority::open(config, journal, backend, runtime))
-            .await?
-            .map_err(DaemonError::Open)?;
+            .await??;
     authority
         .fail_stale_jobs()
         .await
