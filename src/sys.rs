@@ -22,26 +22,26 @@ pub fn users_with_uid(uid: u32) -> Vec<String> {
 fn walk_passwd(wanted: impl Fn(&libc::passwd) -> bool) -> Vec<String> {
     let _walk = PASSWD_WALK.lock().unwrap_or_else(|e| e.into_inner());
     let mut names = Vec::new();
-    // SAFETY: setpwent/getpwent/endpwent touch process-global state, which the lock above
-    // serializes within this process; no other code here calls them. Each returned entry
-    // is read (name copied out) before the next getpwent call invalidates it.
-    unsafe {
-        libc::setpwent();
-        loop {
-            let entry = libc::getpwent();
-            if entry.is_null() {
-                break;
-            }
-            if wanted(&*entry) && !(*entry).pw_name.is_null() {
-                names.push(
-                    CStr::from_ptr((*entry).pw_name)
-                        .to_string_lossy()
-                        .into_owned(),
-                );
-            }
+    // setpwent/getpwent/endpwent touch process-global state, which the lock above
+    // serializes within this process; no other code here calls them.
+    // SAFETY: see above.
+    unsafe { libc::setpwent() };
+    loop {
+        // SAFETY: see above.
+        let entry = unsafe { libc::getpwent() };
+        // SAFETY: a non-null entry points at getpwent's static record, valid until the
+        // next getpwent call; it is read (the name copied out) before that.
+        let Some(entry) = (unsafe { entry.as_ref() }) else {
+            break;
+        };
+        if wanted(entry) && !entry.pw_name.is_null() {
+            // SAFETY: a non-null pw_name is a NUL-terminated string in the same record.
+            let name = unsafe { CStr::from_ptr(entry.pw_name) };
+            names.push(name.to_string_lossy().into_owned());
         }
-        libc::endpwent();
     }
+    // SAFETY: see above.
+    unsafe { libc::endpwent() };
     names
 }
 
@@ -104,17 +104,11 @@ pub fn random_bytes(len: usize) -> std::io::Result<Vec<u8>> {
     let mut buf = vec![0u8; len];
     let mut filled = 0;
     while filled < len {
-        // SAFETY: the pointer and length describe the unfilled tail of `buf`, which is
-        // valid for writes of that many bytes.
-        let n = unsafe { libc::getrandom(buf[filled..].as_mut_ptr().cast(), len - filled, 0) };
-        if n < 0 {
-            let err = std::io::Error::last_os_error();
-            if err.kind() == std::io::ErrorKind::Interrupted {
-                continue;
-            }
-            return Err(err);
+        match rustix::rand::getrandom(&mut buf[filled..], rustix::rand::GetRandomFlags::empty()) {
+            Ok(n) => filled += n,
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(err) => return Err(err.into()),
         }
-        filled += n as usize;
     }
     Ok(buf)
 }

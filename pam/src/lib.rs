@@ -71,10 +71,12 @@ unsafe fn arguments(argc: c_int, argv: *const *const c_char) -> Vec<String> {
     }
     (0..count)
         .filter_map(|i| {
-            // SAFETY: i < argc, so argv[i] is one of the strings libpam passed.
-            let arg = unsafe { *argv.add(i) };
-            // SAFETY: a non-null argv[i] is a NUL-terminated string.
+            // SAFETY: i < argc, so argv + i stays within the array libpam passed.
+            let slot = unsafe { argv.add(i) };
+            // SAFETY: `slot` points at argv[i], one of the pointers libpam passed.
+            let arg = unsafe { *slot };
             (!arg.is_null()).then(|| {
+                // SAFETY: a non-null argv[i] is a NUL-terminated string.
                 unsafe { CStr::from_ptr(arg) }
                     .to_string_lossy()
                     .into_owned()

@@ -1,4 +1,4 @@
-//! The environment a job gets: a clean one (DESIGN §6), plus only the caller's
+//! The environment a job gets: a clean one (README, "Jobs"), plus only the caller's
 //! variables that `exec.env_keep` names.
 
 use std::collections::HashMap;

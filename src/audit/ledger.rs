@@ -43,6 +43,23 @@ impl From<StoreError> for AuditUnavailable {
     }
 }
 
+/// Why the audit chain cannot be continued at start.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error("cannot open the audit anchor {}: {source}", path.display())]
+    Anchor {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    #[error("no random bytes for the audit chain id: {0}")]
+    Random(std::io::Error),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The gap the anchor shows cannot be recorded.
+    #[error(transparent)]
+    Record(#[from] AuditUnavailable),
+}
+
 /// The end of the chain, as far as it has been applied.
 struct Head {
     next_seq: u64,
@@ -87,26 +104,21 @@ impl Ledger {
         store: Arc<Store>,
         journal: Option<Journal>,
         anchor_path: &Path,
-    ) -> Result<Arc<Self>, String> {
-        let (anchor, anchored) = Anchor::open(anchor_path).map_err(|e| {
-            format!(
-                "cannot open the audit anchor {}: {e}",
-                anchor_path.display()
-            )
+    ) -> Result<Arc<Self>, OpenError> {
+        let (anchor, anchored) = Anchor::open(anchor_path).map_err(|source| OpenError::Anchor {
+            path: anchor_path.to_owned(),
+            source,
         })?;
-        let chain = match store.chain_id().map_err(|e| e.to_string())? {
+        let chain = match store.chain_id()? {
             Some(chain) => chain,
             None => {
-                let id = crate::sys::random_bytes(16)
-                    .map_err(|e| format!("no random bytes for the audit chain id: {e}"))?;
+                let id = crate::sys::random_bytes(16).map_err(OpenError::Random)?;
                 let chain = crate::sys::hex(&id);
-                store
-                    .commit(&[Store::put_chain_id(&chain)])
-                    .map_err(|e| e.to_string())?;
+                store.commit(&[Store::put_chain_id(&chain)])?;
                 chain
             }
         };
-        let head = Self::load_head(&store).map_err(|e| e.to_string())?;
+        let head = Self::load_head(&store)?;
         let ledger = Arc::new(Ledger {
             store: store.clone(),
             head: Mutex::new(head),
@@ -161,7 +173,7 @@ impl Ledger {
     }
 
     /// Compares the store's chain with the head the anchor kept.
-    fn check_anchor(&self, anchored: Option<anchor::Head>) -> Result<(), String> {
+    fn check_anchor(&self, anchored: Option<anchor::Head>) -> Result<(), AuditUnavailable> {
         let (last_seq, last_hash) = {
             let head = lock(&self.head);
             (head.next_seq - 1, head.last_hash.clone())
@@ -187,8 +199,7 @@ impl Ledger {
         } else {
             match self
                 .store
-                .get::<Record>(Tree::Audit, &anchored.seq.to_be_bytes())
-                .map_err(|e| e.to_string())?
+                .get::<Record>(Tree::Audit, &anchored.seq.to_be_bytes())?
             {
                 Some(record) if record.get(HASH) != Some(&anchored.hash) => Some(format!(
                     "record {} differs from the one the anchor names (hash {})",
@@ -212,10 +223,9 @@ impl Ledger {
                     .with("anchor_hash", anchored.hash)
                     .with("anchor_chain", anchored.chain)
                     .with("store_seq", last_seq.to_string());
-                let mut txn = self.begin().map_err(|e| e.to_string())?;
-                txn.record(draft, Vec::new(), now_micros())
-                    .map_err(|e| e.to_string())?;
-                txn.commit().map_err(|e| e.to_string())
+                let mut txn = self.begin()?;
+                txn.record(draft, Vec::new(), now_micros())?;
+                txn.commit()
             }
             None => {
                 self.write_anchor(last_seq, &last_hash);

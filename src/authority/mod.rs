@@ -18,7 +18,7 @@ mod rules;
 mod sessions;
 mod throttle;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -89,6 +89,19 @@ impl From<AuditUnavailable> for Error {
     }
 }
 
+/// Why the authority cannot open at start.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Audit(#[from] crate::audit::ledger::OpenError),
+    #[error("cannot load the rules: {0}")]
+    Rules(Error),
+    #[error("cannot purge expired sessions: {0}")]
+    Sessions(Error),
+}
+
 /// Something that bus clients are told about (signals), once it is durable.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Notice {
@@ -128,30 +141,28 @@ pub struct Authority {
     rule_changes: Mutex<()>,
     /// Output and records kept per run-as user.
     output_totals: jobs::OutputTotals,
-    /// The runtime jobs are supervised on, and the service manager is called from
-    /// blocking code with (taken at open, not from whatever thread is current).
+    /// The runtime jobs are supervised on and blocking work is handed to (taken at
+    /// open, not from whatever thread is current).
     runtime: tokio::runtime::Handle,
 }
 
 impl Authority {
     /// Opens the store, continues the audit chain and loads the rules (falling back to
-    /// the last good set if the files are broken).
+    /// the last good set if the files are broken). Blocking; then
+    /// [`Authority::fail_stale_jobs`] before serving.
     pub fn open(
         config: Config,
         journal: Option<Journal>,
         backend: crate::exec::Backend,
         runtime: tokio::runtime::Handle,
-    ) -> Result<(Arc<Self>, mpsc::UnboundedReceiver<Notice>), String> {
-        let store = Arc::new(
-            Store::open(
-                &config.state_dir.join("db"),
-                StoreConfig {
-                    cache_bytes: config.store.cache_bytes,
-                    reserve_bytes: config.store.reserve_bytes,
-                },
-            )
-            .map_err(|e| e.to_string())?,
-        );
+    ) -> Result<(Arc<Self>, mpsc::UnboundedReceiver<Notice>), OpenError> {
+        let store = Arc::new(Store::open(
+            &config.state_dir.join("db"),
+            StoreConfig {
+                cache_bytes: config.store.cache_bytes,
+                reserve_bytes: config.store.reserve_bytes,
+            },
+        )?);
         let ledger = Ledger::open(
             store.clone(),
             journal,
@@ -179,9 +190,8 @@ impl Authority {
             output_totals: Default::default(),
             runtime,
         });
-        authority.load_rules_at_start()?;
-        authority.fail_stale_jobs().map_err(|e| e.to_string())?;
-        authority.purge_sessions().map_err(|e| e.to_string())?;
+        authority.load_rules_at_start().map_err(OpenError::Rules)?;
+        authority.purge_sessions().map_err(OpenError::Sessions)?;
         Ok((authority, receiver))
     }
 
@@ -267,8 +277,8 @@ impl Authority {
     }
 
     /// Flushes the store and stops its committer (at shutdown).
-    pub fn close(&self) -> Result<(), String> {
-        self.store.close().map_err(|e| e.to_string())
+    pub fn close(&self) -> Result<(), StoreError> {
+        self.store.close()
     }
 
     /// Completes once everything applied (and every denial recorded) so far is
@@ -295,6 +305,19 @@ impl Authority {
     /// Completes when the rule set changes after this call.
     pub fn rules_changed(&self) -> tokio::sync::futures::Notified<'_> {
         self.rules_changed.notified()
+    }
+
+    /// Runs blocking `op` (store flushes, NSS) on a blocking thread of the daemon's
+    /// runtime, from async code.
+    pub(crate) async fn blocking<T: Send + 'static>(
+        self: &Arc<Self>,
+        op: impl FnOnce(&Authority) -> Result<T, Error> + Send + 'static,
+    ) -> Result<T, Error> {
+        let authority = self.clone();
+        self.runtime
+            .spawn_blocking(move || op(&authority))
+            .await
+            .map_err(|e| Error::Failed(format!("internal error: {e}")))?
     }
 
     /// Starts a write transaction.
@@ -423,33 +446,84 @@ pub fn next_check(authority: &Authority, now: Micros) -> Micros {
         .map_or(periodic, |t| t.min(periodic))
 }
 
+/// Why the state directory cannot hold the daemon's state.
+#[derive(Debug, thiserror::Error)]
+pub enum StateDirError {
+    #[error("cannot create state directory {}: {source}", dir.display())]
+    Create {
+        dir: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("state directory {}: {source}", dir.display())]
+    Inspect {
+        dir: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("state directory {} is not a directory (a symbolic link?)", dir.display())]
+    NotADirectory { dir: PathBuf },
+    #[error(
+        "state directory {} belongs to uid {owner}, not to the daemon (uid {daemon}): \
+         refusing to keep state where another user can write",
+        dir.display()
+    )]
+    Foreign {
+        dir: PathBuf,
+        owner: u32,
+        daemon: u32,
+    },
+    #[error(
+        "{} in the state directory belongs to uid {owner}, not to the daemon (uid {daemon}): \
+         refusing state another user may have written",
+        path.display()
+    )]
+    ForeignEntry {
+        path: PathBuf,
+        owner: u32,
+        daemon: u32,
+    },
+    #[error(
+        "{} is writable by group or others (mode {mode:o}): refusing state another user \
+         may have changed (if its content is trusted, `chmod go-w` it)",
+        path.display()
+    )]
+    Writable { path: PathBuf, mode: u32 },
+    #[error("cannot make {} mode 0700: {source}", dir.display())]
+    Mode {
+        dir: PathBuf,
+        source: std::io::Error,
+    },
+}
+
 /// Creates `dir` as a root-only directory, or makes an existing one private (a mode
 /// that lets others read is repaired). Refuses a state directory another user could
 /// have written: one that it, or anything in it, belongs to another user, or is
 /// writable by group or others — its content may not be the daemon's own.
-pub fn secure_state_dir(dir: &Path) -> Result<(), String> {
+pub fn secure_state_dir(dir: &Path) -> Result<(), StateDirError> {
     use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
     std::fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
         .create(dir)
-        .map_err(|e| format!("cannot create state directory {}: {e}", dir.display()))?;
-    let meta = std::fs::symlink_metadata(dir)
-        .map_err(|e| format!("state directory {}: {e}", dir.display()))?;
+        .map_err(|source| StateDirError::Create {
+            dir: dir.to_owned(),
+            source,
+        })?;
+    let meta = std::fs::symlink_metadata(dir).map_err(|source| StateDirError::Inspect {
+        dir: dir.to_owned(),
+        source,
+    })?;
     if !meta.is_dir() {
-        return Err(format!(
-            "state directory {} is not a directory (a symbolic link?)",
-            dir.display()
-        ));
+        return Err(StateDirError::NotADirectory {
+            dir: dir.to_owned(),
+        });
     }
-    let me = nix::unistd::geteuid().as_raw();
-    if meta.uid() != me {
-        return Err(format!(
-            "state directory {} belongs to uid {}, not to the daemon (uid {me}): refusing \
-             to keep state where another user can write",
-            dir.display(),
-            meta.uid()
-        ));
+    let daemon = nix::unistd::geteuid().as_raw();
+    if meta.uid() != daemon {
+        return Err(StateDirError::Foreign {
+            dir: dir.to_owned(),
+            owner: meta.uid(),
+            daemon,
+        });
     }
     let entries: Vec<(std::path::PathBuf, std::fs::Metadata)> = walk(dir)
         .into_iter()
@@ -457,22 +531,19 @@ pub fn secure_state_dir(dir: &Path) -> Result<(), String> {
         .collect();
     let everything = std::iter::once((dir.to_path_buf(), meta.clone())).chain(entries.clone());
     for (path, meta) in everything {
-        if meta.uid() != me {
-            return Err(format!(
-                "{} in the state directory belongs to uid {}, not to the daemon (uid {me}): \
-                 refusing state another user may have written",
-                path.display(),
-                meta.uid()
-            ));
+        if meta.uid() != daemon {
+            return Err(StateDirError::ForeignEntry {
+                path,
+                owner: meta.uid(),
+                daemon,
+            });
         }
         // A symbolic link's own mode means nothing.
         if !meta.file_type().is_symlink() && meta.mode() & 0o022 != 0 {
-            return Err(format!(
-                "{} is writable by group or others (mode {:o}): refusing state another user \
-                 may have changed (if its content is trusted, `chmod go-w` it)",
-                path.display(),
-                meta.mode() & 0o7777
-            ));
+            return Err(StateDirError::Writable {
+                path,
+                mode: meta.mode() & 0o7777,
+            });
         }
     }
     if meta.mode() & 0o7777 != 0o700 {
@@ -481,8 +552,12 @@ pub fn secure_state_dir(dir: &Path) -> Result<(), String> {
             dir.display(),
             meta.mode() & 0o7777
         );
-        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
-            .map_err(|e| format!("cannot make {} mode 0700: {e}", dir.display()))?;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(
+            |source| StateDirError::Mode {
+                dir: dir.to_owned(),
+                source,
+            },
+        )?;
     }
     // What older versions (or a looser umask) made readable stays private too.
     for (path, meta) in entries {

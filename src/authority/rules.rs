@@ -7,7 +7,7 @@
 //! so a daemon that starts with broken files serves the last good set.
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
@@ -51,19 +51,44 @@ impl ParsedFiles {
     }
 }
 
+/// Why the rule files cannot be read.
+#[derive(Debug, thiserror::Error)]
+enum RuleDirError {
+    #[error("{}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(
+        "{}: owned by uid {owner}, not root: refusing rules another user can change",
+        path.display()
+    )]
+    Foreign { path: PathBuf, owner: u32 },
+    #[error(
+        "{}: writable by group or others (mode {mode:o}): refusing rules another user can \
+         change",
+        path.display()
+    )]
+    Writable { path: PathBuf, mode: u32 },
+}
+
 /// Reads `dir/*.toml` in lexical order (hidden files skipped). A missing directory is
 /// an empty rule set. Like sudoers, a file (or the directory) that a user other than
 /// root could change is refused.
-fn read_rule_dir(dir: &Path) -> Result<Vec<(String, String)>, String> {
+fn read_rule_dir(dir: &Path) -> Result<Vec<(String, String)>, RuleDirError> {
+    let unreadable = |path: &Path| {
+        let path = path.to_owned();
+        move |source| RuleDirError::Read { path, source }
+    };
     let entries = match std::fs::read_dir(dir) {
         Ok(entries) => entries,
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(err) => return Err(format!("{}: {err}", dir.display())),
+        Err(err) => return Err(unreadable(dir)(err)),
     };
     check_owned_by_root(dir)?;
     let mut paths = Vec::new();
     for entry in entries {
-        let entry = entry.map_err(|e| format!("{}: {e}", dir.display()))?;
+        let entry = entry.map_err(unreadable(dir))?;
         let name = entry.file_name();
         let name = name.to_string_lossy();
         if name.ends_with(".toml") && !name.starts_with('.') {
@@ -75,8 +100,7 @@ fn read_rule_dir(dir: &Path) -> Result<Vec<(String, String)>, String> {
         .into_iter()
         .map(|path| {
             check_owned_by_root(&path)?;
-            let text =
-                std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+            let text = std::fs::read_to_string(&path).map_err(unreadable(&path))?;
             Ok((path.display().to_string(), text))
         })
         .collect()
@@ -84,24 +108,24 @@ fn read_rule_dir(dir: &Path) -> Result<Vec<(String, String)>, String> {
 
 /// A rule file or directory must belong to root (or the daemon's user) and not be
 /// writable by group or others.
-fn check_owned_by_root(path: &Path) -> Result<(), String> {
+fn check_owned_by_root(path: &Path) -> Result<(), RuleDirError> {
     use std::os::unix::fs::MetadataExt;
-    let meta = std::fs::metadata(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let me = nix::unistd::geteuid().as_raw();
-    if meta.uid() != 0 && meta.uid() != me {
-        return Err(format!(
-            "{}: owned by uid {}, not root: refusing rules another user can change",
-            path.display(),
-            meta.uid()
-        ));
+    let meta = std::fs::metadata(path).map_err(|source| RuleDirError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    let daemon = nix::unistd::geteuid().as_raw();
+    if meta.uid() != 0 && meta.uid() != daemon {
+        return Err(RuleDirError::Foreign {
+            path: path.to_owned(),
+            owner: meta.uid(),
+        });
     }
     if meta.mode() & 0o022 != 0 {
-        return Err(format!(
-            "{}: writable by group or others (mode {:o}): refusing rules another user can \
-             change",
-            path.display(),
-            meta.mode() & 0o7777
-        ));
+        return Err(RuleDirError::Writable {
+            path: path.to_owned(),
+            mode: meta.mode() & 0o7777,
+        });
     }
     Ok(())
 }
@@ -131,19 +155,17 @@ fn digest(sources: &[(String, String)]) -> String {
 
 impl Authority {
     /// At start: the files if they validate, else the last good files, else none.
-    pub(super) fn load_rules_at_start(&self) -> Result<(), String> {
-        let snapshot = self
-            .store
-            .rule_snapshot()
-            .map_err(|e| e.to_string())?
-            .unwrap_or_default();
-        let live = live_rules(&self.store).map_err(|e| e.to_string())?;
-        let from_disk = read_rule_dir(&self.config.rules_dir).and_then(|sources| {
-            let files = self.parsed.parse(&sources).map_err(|e| e.to_string())?;
-            let compiled =
-                CompiledRules::compile(files, live.clone()).map_err(|e| e.to_string())?;
-            Ok((sources, compiled))
-        });
+    pub(super) fn load_rules_at_start(&self) -> Result<(), Error> {
+        let snapshot = self.store.rule_snapshot()?.unwrap_or_default();
+        let live = live_rules(&self.store)?;
+        let from_disk = read_rule_dir(&self.config.rules_dir)
+            .map_err(|e| e.to_string())
+            .and_then(|sources| {
+                let files = self.parsed.parse(&sources).map_err(|e| e.to_string())?;
+                let compiled =
+                    CompiledRules::compile(files, live.clone()).map_err(|e| e.to_string())?;
+                Ok((sources, compiled))
+            });
         match from_disk {
             Ok((sources, compiled))
                 if digest(&sources) == snapshot.sha256 && snapshot.generation > 0 =>
@@ -158,8 +180,7 @@ impl Authority {
                     Draft::new(Event::RulesReload).with("trigger", "start"),
                     None,
                     Vec::new(),
-                )
-                .map_err(|e| e.to_string())?;
+                )?;
             }
             Err(err) => {
                 tracing::error!(
@@ -242,7 +263,8 @@ impl Authority {
         if let Some(caller) = caller {
             self.require_admin(caller, "Reload")?;
         }
-        let sources = read_rule_dir(&self.config.rules_dir).map_err(Error::InvalidRules)?;
+        let sources = read_rule_dir(&self.config.rules_dir)
+            .map_err(|e| Error::InvalidRules(e.to_string()))?;
         let files = self
             .parsed
             .parse(&sources)

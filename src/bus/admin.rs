@@ -1,4 +1,4 @@
-//! `org.proxyuserd1.Admin` (contract, DESIGN §4): for root and the admin group.
+//! `org.proxyuserd1.Admin` (contract: README, "D-Bus API"): for root and the admin group.
 
 use std::collections::HashMap;
 

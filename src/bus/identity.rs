@@ -1,4 +1,4 @@
-//! `org.proxyuserd1.Identity` (contract, DESIGN §4).
+//! `org.proxyuserd1.Identity` (contract: README, "D-Bus API").
 
 use zbus::message::Header;
 use zbus::object_server::SignalEmitter;

@@ -1,4 +1,4 @@
-//! `org.proxyuserd1.Jobs` (contract, DESIGN §4).
+//! `org.proxyuserd1.Jobs` (contract: README, "D-Bus API").
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -29,11 +29,10 @@ impl JobsInterface {
         env: HashMap<String, String>,
         cwd: String,
     ) -> Result<String, BusError> {
-        let authority = self.0.authority.clone();
         let (id, _) = self
             .0
-            .call(connection, &header, move |_, c| {
-                authority.exec(c, &login, argv, env, &cwd, None)
+            .call_async(connection, &header, move |authority, caller| async move {
+                authority.exec(caller, login, argv, env, cwd, None).await
             })
             .await?;
         Ok(id)
@@ -55,10 +54,9 @@ impl JobsInterface {
         options: HashMap<String, OwnedVariant>,
     ) -> Result<(String, Vec<String>), BusError> {
         let stdin = exec_options(options)?;
-        let authority = self.0.authority.clone();
         self.0
-            .call(connection, &header, move |_, c| {
-                authority.exec(c, &login, argv, env, &cwd, stdin)
+            .call_async(connection, &header, move |authority, caller| async move {
+                authority.exec(caller, login, argv, env, cwd, stdin).await
             })
             .await
     }

@@ -121,6 +121,29 @@ impl Shared {
         answer
     }
 
+    /// Runs async `op` for the sender of `header` (an operation that awaits, and hands
+    /// its blocking parts to blocking threads itself).
+    async fn call_async<T, F, Fut>(
+        &self,
+        connection: &Connection,
+        header: &Header<'_>,
+        op: F,
+    ) -> Result<T, BusError>
+    where
+        F: FnOnce(Arc<Authority>, Caller) -> Fut,
+        Fut: std::future::Future<Output = Result<T, Error>>,
+    {
+        let caller = self.callers.get(connection, header).await?;
+        let _admitted = self.admission.admit(&self.authority, &caller).await?;
+        let _in_flight = self.in_flight.read().await;
+        let caller = Caller::clone(&caller);
+        let answer = op(self.authority.clone(), caller)
+            .await
+            .map_err(BusError::from);
+        self.authority.settle().await;
+        answer
+    }
+
     /// Runs `op` for the sender of `header` on a blocking thread.
     async fn call<T, F>(
         &self,

@@ -1,4 +1,4 @@
-//! `org.proxyuserd1.Sessions` (contract, DESIGN §4): for trusted callers (gateways).
+//! `org.proxyuserd1.Sessions` (contract: README, "D-Bus API"): for trusted callers (gateways).
 
 use zbus::message::Header;
 use zbus::{Connection, interface};

@@ -11,7 +11,7 @@ use tracing_subscriber::prelude::*;
 use zbus::connection::Builder;
 
 use crate::audit::journal::{self, Journal};
-use crate::authority::{Authority, next_check};
+use crate::authority::{Authority, StateDirError, next_check};
 use crate::bus::{
     self, AdminInterface, BUS_NAME, Callers, IdentityInterface, JobsInterface, OBJECT_PATH,
     PamInterface, SessionsInterface, Shared,
@@ -20,6 +20,7 @@ use crate::config::{self, BackendChoice, Config};
 use crate::exec::Backend;
 use crate::exec::contain::Containment;
 use crate::exec::systemd::{SliceLimits, Systemd};
+use crate::store::StoreError;
 use crate::sys;
 
 /// Operational logs: journald under `proxyuserd` when it runs, else stderr.
@@ -46,13 +47,40 @@ pub fn init_logging() {
         .init();
 }
 
+/// Why the daemon could not start, or not stop cleanly.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error("cannot change to /: {0}")]
+    WorkingDirectory(std::io::Error),
+    #[error(transparent)]
+    StateDir(#[from] StateDirError),
+    #[error("exec.backend = \"systemd\" but systemd cannot be reached: {0}")]
+    NoSystemd(zbus::Error),
+    /// Opening the store, the audit chain or the rules failed.
+    #[error(transparent)]
+    Open(#[from] crate::authority::OpenError),
+    #[error("cannot recover the jobs of the last run: {0}")]
+    Recovery(crate::authority::Error),
+    /// `exec.containment` asks for what the host cannot give.
+    #[error("{0}")]
+    Containment(String),
+    #[error("cannot serve {BUS_NAME} on the system bus: {0}")]
+    Serve(zbus::Error),
+    #[error("cannot handle signals: {0}")]
+    Signals(std::io::Error),
+    #[error("cannot close the store: {0}")]
+    Close(StoreError),
+    #[error("internal error: {0}")]
+    Task(#[from] tokio::task::JoinError),
+}
+
 /// Runs the daemon until SIGTERM or SIGINT.
-pub async fn run(config: Config) -> Result<(), String> {
+pub async fn run(config: Config) -> Result<(), DaemonError> {
     sys::ignore_sigxfsz();
     // Nothing the daemon creates is for others, and nothing should reach its working
     // directory through /proc/PID/cwd.
     nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
-    std::env::set_current_dir("/").map_err(|e| format!("cannot change to /: {e}"))?;
+    std::env::set_current_dir("/").map_err(DaemonError::WorkingDirectory)?;
     crate::authority::secure_state_dir(&config.state_dir)?;
     let journal = Journal::connect(std::path::Path::new(journal::SOCKET));
     if journal.is_none() {
@@ -79,8 +107,11 @@ pub async fn run(config: Config) -> Result<(), String> {
     let runtime = tokio::runtime::Handle::current();
     let (authority, notices) =
         tokio::task::spawn_blocking(move || Authority::open(config, journal, backend, runtime))
-            .await
-            .map_err(|e| e.to_string())??;
+            .await??;
+    authority
+        .fail_stale_jobs()
+        .await
+        .map_err(DaemonError::Recovery)?;
     let callers = Arc::new(Callers::new(authority.clone()));
     let in_flight = Arc::new(tokio::sync::RwLock::new(()));
     let shared = Shared {
@@ -101,7 +132,7 @@ pub async fn run(config: Config) -> Result<(), String> {
         .name(BUS_NAME)
         .build()
         .await
-        .map_err(|e| format!("cannot serve {BUS_NAME} on the system bus: {e}"))?;
+        .map_err(DaemonError::Serve)?;
     tokio::spawn(bus::forward_notices(
         connection.clone(),
         callers.clone(),
@@ -118,9 +149,9 @@ pub async fn run(config: Config) -> Result<(), String> {
         authority.generation()
     );
 
-    let mut hangup = signal(SignalKind::hangup()).map_err(|e| e.to_string())?;
-    let mut terminate = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
-    let mut interrupt = signal(SignalKind::interrupt()).map_err(|e| e.to_string())?;
+    let mut hangup = signal(SignalKind::hangup()).map_err(DaemonError::Signals)?;
+    let mut terminate = signal(SignalKind::terminate()).map_err(DaemonError::Signals)?;
+    let mut interrupt = signal(SignalKind::interrupt()).map_err(DaemonError::Signals)?;
     let mut health = tokio::time::interval(Duration::from_secs(1));
     let recovering = Arc::new(AtomicBool::new(false));
     let watchdog = sys::watchdog_enabled();
@@ -171,21 +202,23 @@ pub async fn run(config: Config) -> Result<(), String> {
     {
         tracing::warn!("calls still running after {SHUTDOWN_GRACE:?}, stopping anyway");
     }
-    tokio::task::spawn_blocking(move || {
-        authority.stop_jobs();
-        authority.close()
-    })
-    .await
-    .map_err(|e| e.to_string())??;
+    authority.stop_jobs().await;
+    tokio::task::spawn_blocking(move || authority.close())
+        .await?
+        .map_err(DaemonError::Close)?;
     tracing::info!("stopped");
     Ok(())
 }
 
 /// The job backend the configuration asks for: transient units when systemd runs the
 /// machine (`/run/systemd/system` exists), else the daemon's own fork.
-async fn exec_backend(config: &config::ExecConfig) -> Result<Backend, String> {
+async fn exec_backend(config: &config::ExecConfig) -> Result<Backend, DaemonError> {
     let booted = std::path::Path::new("/run/systemd/system").exists();
-    let direct = || Containment::choose(config.containment).map(|c| Backend::Direct(Arc::new(c)));
+    let direct = || {
+        Containment::choose(config.containment)
+            .map(|c| Backend::Direct(Arc::new(c)))
+            .map_err(DaemonError::Containment)
+    };
     if config.backend == BackendChoice::Direct || (config.backend == BackendChoice::Auto && !booted)
     {
         return direct();
@@ -201,9 +234,7 @@ async fn exec_backend(config: &config::ExecConfig) -> Result<Backend, String> {
             tracing::warn!("systemd is PID 1 but cannot be reached ({err}); jobs run without it");
             direct()
         }
-        Err(err) => Err(format!(
-            "exec.backend = \"systemd\" but systemd cannot be reached: {err}"
-        )),
+        Err(err) => Err(DaemonError::NoSystemd(err)),
     }
 }
 

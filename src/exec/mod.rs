@@ -19,7 +19,7 @@ pub mod systemd;
 use std::ffi::CString;
 use std::fs::OpenOptions;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
@@ -308,33 +308,35 @@ pub fn spawn(spec: JobSpec, id: &str, containment: &Arc<Containment>) -> io::Res
         .create(id)
         .map_err(|e| io::Error::other(format!("cannot create the job's cgroup: {e}")))?;
     let procs = job_cgroup.as_ref().map(|c| c.procs().as_raw_fd());
-    // SAFETY: the closure runs in the forked child before exec. It only makes
-    // async-signal-safe system calls (no allocation, no locks: `gids`, `cwd` and the
-    // cgroup's descriptor were made before the fork and are only read), and returns
-    // errors, which std reports to the parent as the spawn result.
-    unsafe {
-        command.pre_exec(move || {
-            // Into the job's cgroup first ("0": the writing process), while still root.
-            if let Some(procs) = procs
-                && libc::write(procs, b"0".as_ptr().cast(), 1) != 1
-            {
+    // Runs in the forked child before exec. It only makes async-signal-safe system
+    // calls (no allocation, no locks: `gids`, `cwd` and the cgroup's descriptor were made
+    // before the fork and are only read), and returns errors, which std reports to the
+    // parent as the spawn result.
+    let in_child = move || {
+        // Into the job's cgroup first ("0": the writing process), while still root.
+        if let Some(procs) = procs {
+            // SAFETY: write(2) of a 1-byte static buffer to a descriptor we own.
+            if unsafe { libc::write(procs, b"0".as_ptr().cast(), 1) } != 1 {
                 return Err(io::Error::last_os_error());
             }
-            close_on_exec_from(3)?;
-            // The daemon ignores SIGXFSZ; ignored signals stay ignored across exec.
-            signal(Signal::SIGXFSZ, SigHandler::SigDfl)?;
-            setgroups(&gids)?;
-            setresgid(gid, gid, gid)?;
-            setresuid(uid, uid, uid)?;
-            if getuid() != uid || geteuid() != uid || getgid() != gid || getegid() != gid {
-                return Err(io::Error::from_raw_os_error(libc::EPERM));
-            }
-            setsid()?;
-            umask(Mode::from_bits_truncate(0o077));
-            chdir(cwd.as_c_str())?;
-            Ok(())
-        });
-    }
+        }
+        close_on_exec_from(3)?;
+        // The daemon ignores SIGXFSZ; ignored signals stay ignored across exec.
+        // SAFETY: restores the default disposition; no handler is installed.
+        unsafe { signal(Signal::SIGXFSZ, SigHandler::SigDfl) }?;
+        setgroups(&gids)?;
+        setresgid(gid, gid, gid)?;
+        setresuid(uid, uid, uid)?;
+        if getuid() != uid || geteuid() != uid || getgid() != gid || getegid() != gid {
+            return Err(io::Error::from_raw_os_error(libc::EPERM));
+        }
+        setsid()?;
+        umask(Mode::from_bits_truncate(0o077));
+        chdir(cwd.as_c_str())?;
+        Ok(())
+    };
+    // SAFETY: `in_child` is async-signal-safe, as said above.
+    unsafe { command.pre_exec(in_child) };
     // Registered before any sweep can see the new child (subreaper containment).
     let mut leaders = containment.leaders();
     let child = match command.spawn() {
@@ -413,16 +415,11 @@ fn close_on_exec_from(first: u32) -> io::Result<()> {
 
 /// A pidfd for our own unreaped child `pid` (close-on-exec, as pidfd_open makes it).
 fn pidfd_open(pid: u32) -> io::Result<AsyncFd<OwnedFd>> {
-    let pid = libc::pid_t::try_from(pid)
-        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "pid out of range"))?;
-    // SAFETY: pidfd_open(2) takes a pid and flags and returns a new descriptor or -1.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    let fd = RawFd::try_from(fd).map_err(|_| io::Error::other("pidfd out of range"))?;
-    // SAFETY: `fd` was just returned by the kernel and nothing else owns it.
-    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    let pid = i32::try_from(pid)
+        .ok()
+        .and_then(rustix::process::Pid::from_raw)
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "pid out of range"))?;
+    let fd = rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty())?;
     // SAFETY: the AsyncFd owns `fd`, which stays open and the same until it is dropped.
     Ok(unsafe { AsyncFd::register_with_interest(fd, Interest::READABLE) }?)
 }

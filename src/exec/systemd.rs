@@ -388,10 +388,11 @@ impl Systemd {
             return Ok(UnitWatch { changes });
         }
         let _ = self.manager.unref_unit(unit).await;
-        // systemd's own codes for what the request got wrong (no program, no working
-        // directory, no user) are the caller's; the others are the system's.
+        // systemd's own codes for what the request got wrong (no working directory, no
+        // program) are the caller's; the others are the system's (the user was found
+        // before the start, so one systemd cannot switch to is the system's too).
         Err(StartError {
-            caller_fault: matches!(status, 200 | 203 | 217),
+            caller_fault: matches!(status, 200 | 203),
             message: format!(
                 "{} (systemd job {result}, exit status {status})",
                 exec_failure(status)

@@ -23,13 +23,24 @@ mod render;
 
 pub use compile::CompiledRules;
 pub use model::{RuleFile, RuleName, RuleView, Source};
-pub use parse::{parse_live_rule, parse_rule_file, parse_with_toml};
+pub use parse::{parse_live_rule, parse_with_toml};
 pub use render::rfc3339 as format_time;
 
 use std::fmt;
 use std::sync::Arc;
 
 pub use crate::time::Micros;
+
+/// Parses one drop-in file. `path` is how the file is named in errors and rule sources;
+/// rule ids are `<file name>#<n>`, n counting the file's rule tables from 1. The plain
+/// form is read by [`fast`]; anything else, and every file with an error, by the full
+/// TOML reader ([`parse`]), whose errors are the ones reported.
+pub fn parse_rule_file(path: &str, text: &str) -> Result<RuleFile, RuleError> {
+    match fast::parse(path, text) {
+        Some(file) => Ok(file),
+        None => parse_with_toml(path, text),
+    }
+}
 
 /// Where something was written: `file:line:column`, 1-based.
 #[derive(Debug, Clone, PartialEq, Eq)]

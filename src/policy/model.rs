@@ -7,7 +7,6 @@ use std::fmt;
 use std::sync::Arc;
 
 use super::index::{FastHasher, FastMap};
-use super::render;
 use super::{Effect, Location, Micros};
 
 /// A range of a file's name mentions.
@@ -226,11 +225,6 @@ impl<'a> RuleView<'a> {
 
     pub fn expires(&self) -> Option<Micros> {
         self.entry().expires
-    }
-
-    /// The rule as a TOML table in the drop-in file format.
-    pub fn to_toml(&self) -> String {
-        render::rule(self)
     }
 
     pub(super) fn side(&self, side: Side) -> Option<Vec<&'a str>> {

@@ -1,5 +1,5 @@
-//! The drop-in rule file format (contract, DESIGN §3) into the rule model, with every
-//! error located as `file:line:column`.
+//! The drop-in rule file format (contract: README, "Rules") into the rule model, with
+//! every error located as `file:line:column`.
 //!
 //! Two readers give the same model: [`fast`](super::fast) reads the plain form these
 //! files have in practice (one table header or `key = [...]` per line) without building
@@ -114,16 +114,8 @@ pub(super) fn base_of(path: &str) -> &str {
     path.rsplit('/').next().unwrap_or(path)
 }
 
-/// Parses one drop-in file. `path` is how the file is named in errors and rule sources;
-/// rule ids are `<file name>#<n>`, n counting the file's rule tables from 1.
-pub fn parse_rule_file(path: &str, text: &str) -> Result<RuleFile, RuleError> {
-    if let Some(file) = super::fast::parse(path, text) {
-        return Ok(file);
-    }
-    parse_with_toml(path, text)
-}
-
-/// [`parse_rule_file`] with the full TOML reader only (the reference).
+/// [`parse_rule_file`](super::parse_rule_file) with the full TOML reader only (the
+/// reference).
 pub fn parse_with_toml(path: &str, text: &str) -> Result<RuleFile, RuleError> {
     let src = Text::new(path, text);
     let doc: FileDoc = toml::from_str(text).map_err(|e| src.syntax(e))?;

@@ -5,7 +5,14 @@ use std::fmt::Write;
 use super::Micros;
 use super::model::RuleView;
 
-pub(super) fn rule(rule: &RuleView<'_>) -> String {
+impl RuleView<'_> {
+    /// The rule as a TOML table in the drop-in file format.
+    pub fn to_toml(&self) -> String {
+        rule(self)
+    }
+}
+
+fn rule(rule: &RuleView<'_>) -> String {
     let entry = rule.entry();
     let mut out = format!("[[{}]]\n", entry.effect.as_str());
     let names = |side| match rule.side(side) {

@@ -28,7 +28,7 @@ fn error_of(text: &str) -> String {
     parse_rule_file("f.toml", text).unwrap_err().to_string()
 }
 
-const DESIGN_EXAMPLE: &str = r#"
+const EXAMPLE_RULES: &str = r#"
 # rules.d/10-data-team.toml
 [proxy_users]                 # declares proxy-type users (optional)
 users  = ["etl", "reporting"]
@@ -48,7 +48,7 @@ proxies = ["*"]               # "*" only as the whole list
 
 #[test]
 fn design_example_parses_and_decides() {
-    let rules = compile(&[DESIGN_EXAMPLE]);
+    let rules = compile(&[EXAMPLE_RULES]);
     assert_eq!(rules.len(), 2);
     let none: Vec<String> = vec![];
     let data_eng = vec!["data-eng".to_string()];
@@ -86,7 +86,7 @@ fn design_example_parses_and_decides() {
 
 #[test]
 fn expiry_ends_a_rule_by_itself() {
-    let rules = compile(&[DESIGN_EXAMPLE]);
+    let rules = compile(&[EXAMPLE_RULES]);
     let none: Vec<String> = vec![];
     let expires = june_30_2027();
     assert!(
@@ -260,7 +260,7 @@ fn live_rule_is_exactly_one_table() {
 
 #[test]
 fn rules_render_back_to_equivalent_toml() {
-    let rules = compile(&[DESIGN_EXAMPLE]);
+    let rules = compile(&[EXAMPLE_RULES]);
     let texts: Vec<String> = rules.rules().map(|r| r.to_toml()).collect();
     assert_eq!(
         texts[0],
@@ -280,7 +280,7 @@ fn rules_render_back_to_equivalent_toml() {
 
 #[test]
 fn offered_targets_list_allow_targets() {
-    let rules = compile(&[DESIGN_EXAMPLE]);
+    let rules = compile(&[EXAMPLE_RULES]);
     let none: Vec<String> = vec![];
     let (users, groups) = rules.offered_targets(&user("alice", &none), NOW);
     assert_eq!(users, vec!["etl".to_string()]);
@@ -349,7 +349,7 @@ fn deny_wins_whatever_the_order_and_expired_rules_are_skipped() {
 
 #[test]
 fn proxy_type_users_are_those_the_rules_make_proxy_users() {
-    let rules = compile(&[DESIGN_EXAMPLE]);
+    let rules = compile(&[EXAMPLE_RULES]);
     let none: Vec<String> = vec![];
     let svc = vec!["svc-accounts".to_string()];
     assert!(rules.is_proxy_type(&user("etl", &none)));

@@ -73,6 +73,16 @@ pub struct JobPage {
     pub next: String,
 }
 
+/// An `Exec` checked and recorded, ready to start.
+struct PreparedJob {
+    record: JobRecord,
+    spec: JobSpec,
+    cancel: Arc<Cancel>,
+    done: watch::Sender<Option<JobEnd>>,
+    /// The names of the caller's variables the job does not get as given.
+    dropped: Vec<String>,
+}
+
 /// Why a job did not start: the request's fault (a program that does not exist, a
 /// directory the user cannot enter), or the system's.
 pub(super) struct StartError {
@@ -91,16 +101,113 @@ impl Authority {
 
     /// Starts `argv` as `login`'s effective user, with `stdin` as its standard input
     /// (else /dev/null); the job id and the names of the variables of `env` the job
-    /// does not get as given (not in exec.env_keep, or set by the daemon), sorted.
-    pub fn exec(
+    /// does not get as given (not in exec.env_keep, or set by the daemon), sorted. The
+    /// checks and the records run on blocking threads, the start itself (a fork, or a
+    /// call to the service manager) is awaited here.
+    #[allow(clippy::too_many_arguments)] // Exec's arguments, and the descriptor
+    pub async fn exec(
         self: &Arc<Self>,
+        caller: Caller,
+        login: String,
+        argv: Vec<String>,
+        env: HashMap<String, String>,
+        cwd: String,
+        stdin: Option<std::os::fd::OwnedFd>,
+    ) -> Result<(String, Vec<String>), Error> {
+        let prepared = {
+            let caller = caller.clone();
+            self.blocking(move |a| a.prepare_job(&caller, &login, argv, env, &cwd, stdin))
+                .await?
+        };
+        let PreparedJob {
+            mut record,
+            spec,
+            cancel,
+            done,
+            dropped,
+        } = prepared;
+        let id = record.id.clone();
+        let started = match self.start(&id, &record.unit, spec).await {
+            Ok(started) => started,
+            Err(StartError {
+                caller_fault,
+                message,
+            }) => {
+                let reason = format!(
+                    "cannot start {} as {} in {}: {message}",
+                    record.argv[0], record.run_as, record.cwd
+                );
+                // A failed start costs the caller like a denial, and leaves no output.
+                self.count_refusal(&caller);
+                let failed = reason.clone();
+                self.blocking(move |a| {
+                    let _ = std::fs::remove_dir_all(a.job_dir(&id));
+                    a.finish_job(&id, ProcessEnd::Failed(failed), None)
+                })
+                .await?;
+                return Err(if caller_fault {
+                    Error::InvalidArgs(reason)
+                } else {
+                    Error::Failed(reason)
+                });
+            }
+        };
+        if let Some(job) = self.running_jobs().get_mut(&id) {
+            job.killer = Some(started.killer());
+        }
+        // The pid (direct backend; a unit is in the record already). Without cgroups it
+        // is how a crash's leftovers are found, so it is durable before the caller
+        // learns of the job (else a crash right after Exec leaves the job running);
+        // with them it is for people, and written without waiting.
+        record.pid = started.pid();
+        let login = record.login.clone();
+        let run_as = record.run_as.clone();
+        let argv = record.argv.clone();
+        if record.pid > 0 {
+            let durable = matches!(
+                &self.backend,
+                exec::Backend::Direct(c) if matches!(**c, exec::contain::Containment::Subreaper { .. })
+            );
+            self.blocking(move |a| {
+                record.pid_start = process_start_time(record.pid).unwrap_or(0);
+                let written = a.begin().and_then(|mut txn| {
+                    txn.apply(&Store::put_job(&record))?;
+                    if durable {
+                        a.commit(None, txn)
+                    } else {
+                        txn.release();
+                        Ok(())
+                    }
+                });
+                if let Err(err) = written {
+                    tracing::warn!("cannot record the pid of {}: {err}", record.id);
+                }
+                Ok(())
+            })
+            .await?;
+        }
+        tracing::info!("{id} started for {login} as {run_as}: {argv:?}");
+        self.runtime.spawn(supervise::supervise(
+            self.clone(),
+            id.clone(),
+            started,
+            cancel,
+            done,
+        ));
+        Ok((id, dropped))
+    }
+
+    /// Everything of an `Exec` before the start: the checks, the output files, and the
+    /// start recorded (durable on return).
+    fn prepare_job(
+        &self,
         caller: &Caller,
         login: &str,
         argv: Vec<String>,
         env: HashMap<String, String>,
         cwd: &str,
         stdin: Option<std::os::fd::OwnedFd>,
-    ) -> Result<(String, Vec<String>), Error> {
+    ) -> Result<PreparedJob, Error> {
         self.authorize(caller, "Exec", login)?;
         request::check(&self.config.exec, &argv, &env, cwd).map_err(|e| self.refuse(caller, e))?;
 
@@ -191,7 +298,7 @@ impl Authority {
             remove_dir();
             return Err(err);
         }
-        let mut record = JobRecord {
+        let record = JobRecord {
             id: id.clone(),
             login: login.to_string(),
             run_as: account.name.clone(),
@@ -241,67 +348,13 @@ impl Authority {
             stderr: dir.join("stderr"),
             stdin,
         };
-        let started = match self.start(&id, &record.unit, spec) {
-            Ok(started) => started,
-            Err(StartError {
-                caller_fault,
-                message,
-            }) => {
-                let reason = format!(
-                    "cannot start {} as {} in {}: {message}",
-                    record.argv[0], record.run_as, record.cwd
-                );
-                // A failed start costs the caller like a denial, and leaves no output.
-                self.count_refusal(caller);
-                remove_dir();
-                self.finish_job(&id, ProcessEnd::Failed(reason.clone()), None)?;
-                return Err(if caller_fault {
-                    Error::InvalidArgs(reason)
-                } else {
-                    Error::Failed(reason)
-                });
-            }
-        };
-        if let Some(job) = self.running_jobs().get_mut(&id) {
-            job.killer = Some(started.killer());
-        }
-        // The pid (direct backend; a unit is in the record already). Without cgroups it
-        // is how a crash's leftovers are found, so it is durable before the caller
-        // learns of the job (else a crash right after Exec leaves the job running);
-        // with them it is for people, and written without waiting.
-        record.pid = started.pid();
-        if record.pid > 0 {
-            record.pid_start = process_start_time(record.pid).unwrap_or(0);
-            let durable = matches!(
-                &self.backend,
-                exec::Backend::Direct(c) if matches!(**c, exec::contain::Containment::Subreaper { .. })
-            );
-            let written = self.begin().and_then(|mut txn| {
-                txn.apply(&Store::put_job(&record))?;
-                if durable {
-                    self.commit(None, txn)
-                } else {
-                    txn.release();
-                    Ok(())
-                }
-            });
-            if let Err(err) = written {
-                tracing::warn!("cannot record the pid of {id}: {err}");
-            }
-        }
-        tracing::info!(
-            "{id} started for {login} as {}: {:?}",
-            record.run_as,
-            record.argv
-        );
-        self.runtime.spawn(supervise::supervise(
-            self.clone(),
-            id.clone(),
-            started,
+        Ok(PreparedJob {
+            record,
+            spec,
             cancel,
-            done_tx,
-        ));
-        Ok((id, dropped))
+            done: done_tx,
+            dropped,
+        })
     }
 
     /// Records the start (exec-start and the job record) and takes the job's slot
@@ -367,19 +420,38 @@ impl Authority {
 
     /// Starts a job with the configured backend. Returns once the program runs (or
     /// could not be started).
-    fn start(&self, id: &str, unit: &str, spec: JobSpec) -> Result<exec::Started, StartError> {
+    async fn start(
+        &self,
+        id: &str,
+        unit: &str,
+        spec: JobSpec,
+    ) -> Result<exec::Started, StartError> {
         match &self.backend {
-            exec::Backend::Direct(containment) => exec::spawn(spec, id, containment)
-                .map(|running| exec::Started::Direct(Box::new(running)))
-                .map_err(|e| StartError {
-                    caller_fault: exec::is_request_error(&e),
-                    message: e.to_string(),
-                }),
+            exec::Backend::Direct(containment) => {
+                // The fork copies the daemon's page tables: off the async threads.
+                let (id, containment) = (id.to_string(), containment.clone());
+                let spawned = self
+                    .runtime
+                    .spawn_blocking(move || exec::spawn(spec, &id, &containment))
+                    .await;
+                match spawned {
+                    Ok(spawned) => spawned
+                        .map(|running| exec::Started::Direct(Box::new(running)))
+                        .map_err(|e| StartError {
+                            caller_fault: exec::is_request_error(&e),
+                            message: e.to_string(),
+                        }),
+                    Err(e) => Err(StartError {
+                        caller_fault: false,
+                        message: format!("internal error: {e}"),
+                    }),
+                }
+            }
             exec::Backend::Systemd(systemd, limits) => {
                 let unit = unit.to_string();
-                let watch = self
-                    .runtime
-                    .block_on(systemd.start(&unit, &spec, limits, self.config.exec.timeout_secs))
+                let watch = systemd
+                    .start(&unit, &spec, limits, self.config.exec.timeout_secs)
+                    .await
                     .map_err(|e| StartError {
                         caller_fault: e.caller_fault,
                         message: e.message,

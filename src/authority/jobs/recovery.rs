@@ -1,11 +1,16 @@
 //! Jobs the daemon finds recorded as running when it starts (it stopped or crashed
 //! while they ran), and the jobs it leaves when it stops.
 
+use std::sync::Arc;
+
 use crate::exec::{self, ProcessEnd};
 use crate::store::JobRecord;
 use crate::sys::process_start_time;
 
 use super::super::{Authority, Error};
+
+/// Why a job that ran while the daemon stopped failed.
+const STOPPED: &str = "proxyuserd stopped while the job ran";
 
 /// Job records read per page when looking for running ones.
 const PAGE: usize = 1000;
@@ -16,17 +21,17 @@ impl Authority {
     /// unit (systemd backend), their cgroup (found by job id), or their session (by the
     /// recorded pid, if it still names the same process or none). Job cgroups of this
     /// store's jobs that are still there go too.
-    pub(in crate::authority) fn fail_stale_jobs(&self) -> Result<(), Error> {
+    pub async fn fail_stale_jobs(self: &Arc<Self>) -> Result<(), Error> {
         if let exec::Backend::Direct(containment) = &self.backend {
             for id in containment.leftovers() {
                 if let Some(job) = self.store.job(&id)? {
                     tracing::warn!("killing what is left of {id} in its cgroup");
-                    self.kill_leftovers(&job);
+                    self.kill_leftovers(&job).await;
                 }
             }
         }
         if let exec::Backend::Systemd(systemd, _) = &self.backend {
-            for unit in self.runtime.block_on(systemd.job_units()) {
+            for unit in systemd.job_units().await {
                 let ours = job_of_unit(&unit)
                     .map(|id| self.store.job(id))
                     .transpose()?
@@ -34,33 +39,35 @@ impl Authority {
                     .is_some_and(|job| job.unit == unit);
                 if ours {
                     tracing::warn!("stopping the leftover unit {unit}");
-                    self.runtime.block_on(systemd.stop(&unit));
+                    systemd.stop(&unit).await;
                 }
             }
         }
         let mut from = String::new();
         loop {
-            let page = self.store.jobs_from(&from, PAGE)?;
+            let start = from.clone();
+            let page = self
+                .blocking(move |a| Ok(a.store.jobs_from(&start, PAGE)?))
+                .await?;
             let Some(last) = page.last() else {
                 return Ok(());
             };
             from = format!("{}\0", last.id);
-            for job in page.iter().filter(|job| job.running()) {
-                self.kill_leftovers(job);
-                self.finish_job(
-                    &job.id,
-                    ProcessEnd::Failed("proxyuserd stopped while the job ran".into()),
-                    None,
-                )?;
+            for job in page.into_iter().filter(|job| job.running()) {
+                self.kill_leftovers(&job).await;
+                self.blocking(move |a| {
+                    a.finish_job(&job.id, ProcessEnd::Failed(STOPPED.into()), None)
+                })
+                .await?;
             }
         }
     }
 
-    fn kill_leftovers(&self, job: &JobRecord) {
+    async fn kill_leftovers(&self, job: &JobRecord) {
         match &self.backend {
             exec::Backend::Systemd(systemd, _) => {
                 if !job.unit.is_empty() {
-                    self.runtime.block_on(systemd.stop(&job.unit));
+                    systemd.stop(&job.unit).await;
                 }
             }
             exec::Backend::Direct(containment) => {
@@ -84,7 +91,7 @@ impl Authority {
     }
 
     /// At shutdown: kills and fails every running job.
-    pub fn stop_jobs(&self) {
+    pub async fn stop_jobs(self: &Arc<Self>) {
         let running: Vec<(String, Option<exec::Killer>)> = self
             .running_jobs()
             .iter()
@@ -92,13 +99,15 @@ impl Authority {
             .collect();
         for (id, killer) in running {
             if let Some(killer) = killer {
-                self.runtime.block_on(killer.kill());
+                killer.kill().await;
             }
-            if let Err(err) = self.finish_job(
-                &id,
-                ProcessEnd::Failed("proxyuserd stopped while the job ran".into()),
-                None,
-            ) {
+            let finished = self
+                .blocking({
+                    let id = id.clone();
+                    move |a| a.finish_job(&id, ProcessEnd::Failed(STOPPED.into()), None)
+                })
+                .await;
+            if let Err(err) = finished {
                 tracing::error!("cannot record the end of {id}: {err}");
             }
         }
