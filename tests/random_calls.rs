@@ -61,6 +61,25 @@ fn random_calls_of_every_method_leave_the_daemon_whole() {
         &format!("denial_rate = 0\n[exec]\nenv_keep = [\"PXT_RANDOM_RUN\"]\ntimeout_secs = 20\n"),
         &[("10-base.toml", BASE_RULES)],
     );
+    // The marker reaches jobs, so the check for leftovers at the end can see them.
+    env.ctl_ok(ALICE, &["proxy", "set", ETL]);
+    let marked = format!("PXT_RANDOM_RUN={marker}");
+    env.ctl_ok(
+        ALICE,
+        &[
+            "exec",
+            "--detach",
+            "--env",
+            &marked,
+            "--",
+            "/bin/sleep",
+            "2",
+        ],
+    );
+    eventually("the probe job is seen by its marker", || {
+        !marked_processes(&marker).is_empty()
+    });
+
     let xml = repo().join("dbus/org.proxyuserd1.xml");
     let callers = [ROOT, ADMIN, GATEWAY, ALICE, MALLORY, CAROL, ETL];
     let clients: Vec<(&str, Child)> = callers
