@@ -184,7 +184,11 @@ mod tests {
     /// that TOML (and so the reference reader) refuses.
     #[test]
     fn control_characters_outside_strings_go_to_the_toml_reader() {
-        for text in ["# a\0comment\n", "# \u{7f}\n[[allow]]\n", "[[allow]] # \u{1}\n"] {
+        for text in [
+            "# a\0comment\n",
+            "# \u{7f}\n[[allow]]\n",
+            "[[allow]] # \u{1}\n",
+        ] {
             assert_eq!(parse_plain_form("r.toml", text), None, "{text:?}");
             let err = parse_rule_file("r.toml", text).unwrap_err();
             assert_eq!(err.at.line, 1, "{err}");
