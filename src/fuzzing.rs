@@ -200,7 +200,8 @@ mod tests {
     #[test]
     fn seed_corpus_passes_its_targets() {
         let corpus = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus");
-        let targets: [(&str, fn(&[u8])); 3] = [
+        type Entry = fn(&[u8]);
+        let targets: [(&str, Entry); 3] = [
             ("rules", super::rules),
             ("config", super::config),
             ("cookies", super::cookies),

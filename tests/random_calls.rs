@@ -58,7 +58,7 @@ fn random_calls_of_every_method_leave_the_daemon_whole() {
     // throttled client would take minutes (tests/limits.rs covers the throttle).
     let env = Env::with(
         "random",
-        &format!("denial_rate = 0\n[exec]\nenv_keep = [\"PXT_RANDOM_RUN\"]\ntimeout_secs = 20\n"),
+        "denial_rate = 0\n[exec]\nenv_keep = [\"PXT_RANDOM_RUN\"]\ntimeout_secs = 20\n",
         &[("10-base.toml", BASE_RULES)],
     );
     // The marker reaches jobs, so the check for leftovers at the end can see them.
