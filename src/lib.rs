@@ -23,6 +23,8 @@ pub mod cookies;
 pub mod ctl;
 pub mod daemon;
 pub mod exec;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod names;
 pub mod policy;
 pub mod store;

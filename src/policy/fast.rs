@@ -45,7 +45,12 @@ enum Section<'a> {
 
 /// The model of `text`, if it is in the plain form and valid; `None` otherwise.
 pub(super) fn parse(path: &str, text: &str) -> Option<RuleFile> {
-    if text.contains('\r') {
+    // TOML allows no control character but tab outside strings (comments included),
+    // and none is valid in a name: such a file is the full reader's to refuse.
+    if text
+        .bytes()
+        .any(|b| b.is_ascii_control() && b != b'\t' && b != b'\n')
+    {
         return None;
     }
     let mut proxy_users: Option<Table<'_>> = None;
