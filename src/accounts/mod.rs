@@ -45,6 +45,16 @@ pub struct LookupError {
     pub source: io::Error,
 }
 
+impl LookupError {
+    /// The same error again (for every caller a shared lookup answers).
+    fn duplicate(&self) -> LookupError {
+        LookupError {
+            what: self.what.clone(),
+            source: io::Error::new(self.source.kind(), self.source.to_string()),
+        }
+    }
+}
+
 impl fmt::Display for LookupError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
@@ -89,6 +99,41 @@ pub struct Directory {
     by_uid: Cache<u32>,
     /// Whether a uid has more than one account name, by uid.
     shared: Mutex<HashMap<u32, (Instant, bool)>>,
+    /// Lookups under way, by what they look up: callers that miss the cache for the same
+    /// account at once share one lookup instead of each starting its own.
+    flights: Mutex<HashMap<String, Arc<Flight>>>,
+}
+
+type Answer = Result<Option<Arc<Account>>, LookupError>;
+
+/// One lookup that several callers wait for.
+#[derive(Default)]
+struct Flight {
+    answer: Mutex<Option<Answer>>,
+    landed: std::sync::Condvar,
+}
+
+impl Flight {
+    fn land(&self, answer: &Answer) {
+        *self.answer.lock().unwrap_or_else(|e| e.into_inner()) = Some(match answer {
+            Ok(found) => Ok(found.clone()),
+            Err(err) => Err(err.duplicate()),
+        });
+        self.landed.notify_all();
+    }
+
+    /// The answer, once the lookup has one; `None` after `timeout`.
+    fn wait(&self, timeout: Duration) -> Option<Answer> {
+        let answer = self.answer.lock().unwrap_or_else(|e| e.into_inner());
+        let (answer, _) = self
+            .landed
+            .wait_timeout_while(answer, timeout, |a| a.is_none())
+            .unwrap_or_else(|e| e.into_inner());
+        answer.as_ref().map(|a| match a {
+            Ok(found) => Ok(found.clone()),
+            Err(err) => Err(err.duplicate()),
+        })
+    }
 }
 
 /// Bound on cached entries; past it the cache starts over rather than grow without end.
@@ -114,6 +159,7 @@ impl Directory {
             by_name: Mutex::new(HashMap::new()),
             by_uid: Mutex::new(HashMap::new()),
             shared: Mutex::new(HashMap::new()),
+            flights: Mutex::new(HashMap::new()),
         }
     }
 
@@ -192,18 +238,51 @@ impl Directory {
         if let Some(hit) = self.fresh(cache, key) {
             return Ok(hit);
         }
-        let found = self.bounded(&what, move || match lookup()? {
+        let (flight, mine) = {
+            let mut flights = self.flights.lock().unwrap_or_else(|e| e.into_inner());
+            match flights.get(&what) {
+                Some(flight) => (flight.clone(), false),
+                None => {
+                    let flight = Arc::new(Flight::default());
+                    flights.insert(what.clone(), flight.clone());
+                    (flight, true)
+                }
+            }
+        };
+        if !mine {
+            // Somebody looks this account up already: its answer is ours.
+            return flight.wait(self.timeout).unwrap_or_else(|| {
+                Err(LookupError {
+                    what: what.clone(),
+                    source: io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        format!(
+                            "the user directory did not answer within {} s",
+                            self.timeout.as_secs_f64()
+                        ),
+                    ),
+                })
+            });
+        }
+        let answer = self.bounded(&what, move || match lookup()? {
             Some(user) => Ok(Some(Arc::new(account(user)?))),
             None => Ok(None),
-        })?;
-        if !self.ttl.is_zero() {
+        });
+        if let Ok(found) = &answer
+            && !self.ttl.is_zero()
+        {
             let mut cache = cache.lock().unwrap_or_else(|e| e.into_inner());
             if cache.len() >= CACHE_LIMIT {
                 cache.clear();
             }
             cache.insert(key.to_owned(), (Instant::now(), found.clone()));
         }
-        Ok(found)
+        flight.land(&answer);
+        self.flights
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&what);
+        answer
     }
 
     /// The account named `name` if the cache has a fresh answer (never blocks on NSS):
@@ -397,5 +476,30 @@ mod tests {
             std::thread::sleep(Duration::from_millis(10));
         }
         assert_eq!(dir.bounded("carol", || Ok(7)).unwrap(), 7);
+    }
+
+    #[test]
+    fn callers_that_miss_the_cache_at_once_share_one_lookup() {
+        let dir = Arc::new(Directory::new(Duration::from_secs(60)));
+        let started = Arc::new(AtomicUsize::new(0));
+        let threads: Vec<_> = (0..3 * MAX_LOOKUPS)
+            .map(|_| {
+                let (dir, started) = (dir.clone(), started.clone());
+                std::thread::spawn(move || {
+                    dir.cached(&dir.by_name, "pxt-nobody", "pxt-nobody".into(), move || {
+                        started.fetch_add(1, Ordering::AcqRel);
+                        std::thread::sleep(Duration::from_millis(200));
+                        Ok(None)
+                    })
+                })
+            })
+            .collect();
+        for thread in threads {
+            // More callers than MAX_LOOKUPS, and none is refused.
+            assert!(thread.join().unwrap().unwrap().is_none());
+        }
+        // Late arrivals may find the answer cached; at most a few lookups ever ran.
+        let ran = started.load(Ordering::Acquire);
+        assert!((1..=2).contains(&ran), "{ran} lookups for one account");
     }
 }
