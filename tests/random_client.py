@@ -150,6 +150,20 @@ def environment():
     return dbus.Dictionary(env, signature="ss")
 
 
+def exec_options():
+    """ExecWithOptions' options: none, stdin as a descriptor, or what it must refuse."""
+    roll = rng.random()
+    if roll < 0.3:
+        options = {}
+    elif roll < 0.7:
+        options = {"stdin": dbus.types.UnixFd(os.open("/dev/null", os.O_RDONLY))}
+    elif roll < 0.85:
+        options = {"stdin": dbus.String(any_string())}
+    else:
+        options = {junk(): dbus.UInt32(integer("u"))}
+    return dbus.Dictionary(options, signature="sv")
+
+
 def integer(kind):
     bits = {"u": 32, "t": 64, "i": 31, "x": 63}[kind]
     return rng.choice([0, 1, 2, 10, 1000, (1 << bits) - 1, rng.getrandbits(bits)])
@@ -182,6 +196,8 @@ def value(kind, name):
         return dbus.Array(argv() if name == "argv" else [any_string() for _ in range(rng.randint(0, 4))], signature="s")
     if kind == "a{ss}":
         return environment()
+    if kind == "a{sv}":
+        return exec_options()
     if kind in ("u", "t", "i", "x"):
         return integer(kind)
     if kind == "b":
