@@ -180,7 +180,7 @@ impl Authority {
             runtime,
         });
         authority.load_rules_at_start()?;
-        authority.fail_stale_jobs().map_err(|e| e.to_string())?;
+        authority.recover_jobs().map_err(|e| e.to_string())?;
         authority.purge_sessions().map_err(|e| e.to_string())?;
         Ok((authority, receiver))
     }

@@ -701,7 +701,7 @@ async fn exec(
         println!("{id}");
         return Ok(ExitCode::SUCCESS);
     }
-    let (state, code) = jobs.wait(&login, &id).await?;
+    let (state, code) = wait_across_restarts(jobs, &login, &id).await?;
     // Both requests go out before either answer comes back: one round trip, not two.
     let (stdout, stderr) = tokio::join!(
         jobs.open_result(&login, &id, "stdout"),
@@ -723,6 +723,50 @@ async fn exec(
             ExitCode::from(255)
         }
     })
+}
+
+/// How long `exec` keeps asking for a job while no daemon answers (a restart).
+const DAEMON_GONE_MAX: std::time::Duration = std::time::Duration::from_secs(120);
+
+/// `Wait`, asked again when the daemon goes away meanwhile (a restart, an upgrade):
+/// under systemd the job runs on and the next daemon knows it.
+async fn wait_across_restarts(
+    jobs: &JobsProxy<'_>,
+    login: &str,
+    id: &str,
+) -> Result<(String, i32), Failure> {
+    let mut gone_since: Option<std::time::Instant> = None;
+    loop {
+        let asked = std::time::Instant::now();
+        let err = match jobs.wait(login, id).await {
+            Ok(end) => return Ok(end),
+            Err(err) => Failure::from(err),
+        };
+        if asked.elapsed() > std::time::Duration::from_secs(2) {
+            // A daemon answered and waited with us before it went: a new outage.
+            gone_since = None;
+        }
+        let since = *gone_since.get_or_insert(asked);
+        let gone = err.name.as_deref().is_some_and(daemon_gone);
+        if !gone || since.elapsed() > DAEMON_GONE_MAX {
+            return Err(err);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    }
+}
+
+/// Whether a D-Bus error says the daemon is not there (stopped, restarting), rather
+/// than that it refused.
+fn daemon_gone(name: &str) -> bool {
+    matches!(
+        name,
+        "org.freedesktop.DBus.Error.NoReply"
+            | "org.freedesktop.DBus.Error.ServiceUnknown"
+            | "org.freedesktop.DBus.Error.NameHasNoOwner"
+            | "org.freedesktop.DBus.Error.TimedOut"
+            | "org.freedesktop.DBus.Error.Timeout"
+    ) || name.starts_with("org.freedesktop.DBus.Error.Spawn.")
+        || name == "org.freedesktop.systemd1.UnitFailed"
 }
 
 /// Copies one output stream of a job to `out` through the descriptor the daemon passes.

@@ -138,6 +138,14 @@ impl Started {
         }
     }
 
+    /// Once the job's end is recorded: lets systemd forget its unit (kept until then,
+    /// so that the end survives a daemon restart). Nothing for a direct job.
+    pub async fn release(&self) {
+        if let Started::Unit { systemd, name, .. } = self {
+            systemd.release(name).await;
+        }
+    }
+
     /// Waits for the job's main process to end. Under the direct backend whatever it
     /// left behind in its process group is killed with it. Cancel-safe.
     pub async fn wait(&mut self) -> ProcessEnd {

@@ -277,6 +277,7 @@ impl Authority {
             self.clone(),
             id.clone(),
             started,
+            record.started,
             cancel,
             done_tx,
         ));
@@ -547,6 +548,18 @@ impl Authority {
         ended: ProcessEnd,
         killed_because: Option<String>,
     ) -> Result<JobEnd, Error> {
+        self.finish_job_at(id, ended, killed_because, 0)
+    }
+
+    /// [`finish_job`](Self::finish_job) for a job that ended at `at` (µs since the
+    /// epoch; 0: now), e.g. while the daemon was down.
+    pub(crate) fn finish_job_at(
+        &self,
+        id: &str,
+        ended: ProcessEnd,
+        killed_because: Option<String>,
+        at: i64,
+    ) -> Result<JobEnd, Error> {
         let dir = self.job_dir(id);
         let stdout_bytes = exec::output_size(&dir.join("stdout"));
         let stderr_bytes = exec::output_size(&dir.join("stderr"));
@@ -557,7 +570,11 @@ impl Authority {
         if !job.running() {
             return Ok(job.end());
         }
-        job.finished = now_micros();
+        job.finished = if at > 0 {
+            at.max(job.started)
+        } else {
+            now_micros()
+        };
         job.stdout_bytes = stdout_bytes;
         job.stderr_bytes = stderr_bytes;
         job.output_kept = dir.exists();
