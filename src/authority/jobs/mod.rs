@@ -85,6 +85,11 @@ impl Authority {
         self.config.state_dir.join("jobs").join(id)
     }
 
+    /// How many jobs the daemon supervises now.
+    pub fn running_jobs_count(&self) -> usize {
+        self.running_jobs().len()
+    }
+
     fn running_jobs(&self) -> std::sync::MutexGuard<'_, RunningJobs> {
         self.running.lock().unwrap_or_else(|e| e.into_inner())
     }
