@@ -621,7 +621,14 @@ fn broken_files_are_refused_visibly_under_systemd() {
     );
     guest.ok(&["rm", "/etc/proxyuserd/rules.d/30-broken.toml"]);
     guest.ok(&["systemctl", "reload", "proxyuserd"]);
-    let status = status_showing(&guest, "1 association");
+    let mut status = String::new();
+    for _ in 0..100 {
+        status = status_showing(&guest, "1 association");
+        if !status.contains("refused since") {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
     assert!(!status.contains("refused since"), "{status}");
 
     // A typo in the configuration: --check-config says where; a reload is refused and
