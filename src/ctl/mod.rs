@@ -134,7 +134,8 @@ enum RulesCommand {
     Add { file: PathBuf },
     /// Remove a live rule.
     Remove { id: String },
-    /// Re-read the rule files (like SIGHUP, but errors are reported here).
+    /// Re-read the rule files, after checking the configuration file (like SIGHUP, but
+    /// errors are reported here and the exit status says whether it was refused).
     Reload,
     /// Validate rule files offline; exit 1 with file:line:column errors.
     Check {
