@@ -410,6 +410,39 @@ impl Config {
     }
 }
 
+/// The keys (top-level, or sections) whose values differ between `running` and
+/// `read`: what a reload does not apply (every key takes effect at start).
+pub fn changed_keys(running: &Config, read: &Config) -> Vec<&'static str> {
+    let mut changed = Vec::new();
+    macro_rules! compare {
+        ($($key:ident),*) => {
+            $(if running.$key != read.$key {
+                changed.push(stringify!($key));
+            })*
+        };
+    }
+    compare!(
+        state_dir,
+        rules_dir,
+        trusted_callers,
+        admin_group,
+        nss_cache_secs,
+        nss_timeout_ms,
+        revalidate_secs,
+        denial_rate,
+        denial_burst,
+        write_rate_bytes,
+        write_burst_bytes,
+        uid_min,
+        privileged_groups,
+        exec,
+        sessions,
+        store,
+        audit
+    );
+    changed
+}
+
 /// The `UID_MIN` of a login.defs text.
 fn login_defs_uid_min(defs: &str) -> Option<u32> {
     defs.lines().find_map(|line| {
@@ -483,6 +516,15 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("denial_rate = 2000000 is more than"), "{err}");
+    }
+
+    #[test]
+    fn changed_keys_name_what_differs() {
+        let running = Config::default();
+        let read =
+            Config::parse("c.toml", "admin_group = \"wheel\"\n[exec]\nmax_args = 9\n").unwrap();
+        assert_eq!(changed_keys(&running, &read), vec!["admin_group", "exec"]);
+        assert!(changed_keys(&running, &running.clone()).is_empty());
     }
 
     #[test]

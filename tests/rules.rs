@@ -268,3 +268,51 @@ fn live_rules_survive_restart_and_reload_and_removal_revokes() {
     assert_eq!(env.audit_events("rule-added").len(), 2);
     assert_eq!(env.audit_events("rule-removed").len(), 1);
 }
+
+#[test]
+fn check_config_reports_what_a_start_would_refuse_and_reload_refuses_a_broken_file() {
+    let mut env = Env::prepare("checkconfig", "", &[("10-base.toml", BASE_RULES)]);
+    let config = env.dir.join("proxyuserd.toml");
+    let check = |path: &std::path::Path| {
+        Out::from(
+            std::process::Command::new(bin("proxyuserd"))
+                .args(["--check-config", "--config"])
+                .arg(path)
+                .output()
+                .unwrap(),
+        )
+    };
+    let good = check(&config);
+    assert_eq!(good.code, 0, "{good:?}");
+    assert!(good.stdout.contains("configuration valid"), "{good:?}");
+    assert!(good.stdout.contains("1 rule file"), "{good:?}");
+
+    // A typo in the configuration: located, said once, exit 1.
+    let text = std::fs::read_to_string(&config).unwrap();
+    let typo = env.dir.join("typo.toml");
+    std::fs::write(&typo, format!("{text}admin_gruop = \"x\"\n")).unwrap();
+    let bad = check(&typo);
+    assert_eq!(bad.code, 1, "{bad:?}");
+    let line = text.lines().count() + 1;
+    let at = format!("{}:{line}:1: unknown field `admin_gruop`", typo.display());
+    assert_eq!(bad.stderr.matches(&at).count(), 1, "{bad:?}");
+
+    // A broken rule file in the rules directory the configuration names.
+    env.write_rules("20-broken.toml", "[[allow]]\nlogins = [\"pxt-carol\"\n");
+    let bad = check(&config);
+    assert_eq!(bad.code, 1, "{bad:?}");
+    assert!(bad.stderr.contains("20-broken.toml:"), "{bad:?}");
+    env.remove_rules("20-broken.toml");
+
+    // A running daemon keeps its configuration when the file breaks: the reload is
+    // refused, with the located error, and the daemon serves on.
+    env.start_daemon();
+    let before = generation(&env);
+    std::fs::write(&config, format!("{text}admin_gruop = \"x\"\n")).unwrap();
+    let refused = env.ctl_err(ROOT, &["rules", "reload"], INVALID_RULES);
+    assert!(refused.contains("unknown field `admin_gruop`"), "{refused}");
+    assert_eq!(generation(&env), before);
+    std::fs::write(&config, &text).unwrap();
+    env.ctl_ok(ROOT, &["rules", "reload"]);
+    assert_eq!(generation(&env), before + 1);
+}

@@ -435,3 +435,222 @@ fn the_unit_file_keeps_its_sandbox() {
         "exposure {score} > {MAX_EXPOSURE}:\n{report}"
     );
 }
+
+/// Installs the package in `guest`, configured with CONFIG and BASE_RULES, alice
+/// proxying to etl.
+fn install_configured(guest: &Guest, deb: &std::path::Path) {
+    guest.ok(&["rm", "-f", "/usr/sbin/policy-rc.d"]);
+    guest.ok(&["dpkg", "-i", deb.to_str().unwrap()]);
+    guest.write("/etc/proxyuserd/proxyuserd.toml", CONFIG);
+    guest.write("/etc/proxyuserd/rules.d/10-base.toml", BASE_RULES);
+    guest.ok(&["systemctl", "restart", "proxyuserd"]);
+    let set = guest.as_user(ALICE, "proxyuserctl proxy set pxt-etl");
+    assert_eq!(set.code, 0, "{set:?}");
+}
+
+/// Waits (up to 10 s) until `systemctl status proxyuserd` shows `want`; the output.
+fn status_showing(guest: &Guest, want: &str) -> String {
+    let mut status = String::new();
+    for _ in 0..100 {
+        status = guest
+            .run(&["systemctl", "status", "--no-pager", "proxyuserd"])
+            .stdout;
+        if status.contains(want) {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    status
+}
+
+#[test]
+fn jobs_survive_a_restart_and_a_stop_of_the_daemon_under_systemd() {
+    let deb = package();
+    let deb_dir = deb.parent().unwrap().to_path_buf();
+    let guest = Guest::boot("restart", &[&deb_dir]);
+    install_configured(&guest, &deb);
+    let detach = |script: &str| {
+        let out = guest.as_user(
+            ALICE,
+            &format!("proxyuserctl exec --detach -- /bin/sh -c '{script}'"),
+        );
+        assert_eq!(out.code, 0, "{out:?}");
+        out.stdout.trim().to_string()
+    };
+    // A waiting `exec` (its output comes after the restart), a job that outlives two
+    // daemons, and one that ends while no daemon runs.
+    let waiting = guest
+        .command(&[
+            "runuser",
+            "-u",
+            ALICE,
+            "--",
+            "proxyuserctl",
+            "exec",
+            "--",
+            "/bin/sh",
+            "-c",
+            "sleep 5; echo survived; exit 3",
+        ])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let long = detach("sleep 16; exit 5");
+    std::thread::sleep(std::time::Duration::from_secs(1));
+
+    guest.ok(&["systemctl", "restart", "proxyuserd"]);
+    let jobs = || -> Vec<serde_json::Value> {
+        let out = guest.as_user(ALICE, "proxyuserctl --json jobs");
+        assert_eq!(out.code, 0, "{out:?}");
+        serde_json::from_str(&out.stdout).unwrap()
+    };
+    let state = |id: &str| {
+        jobs()
+            .into_iter()
+            .find(|j| j["id"] == id)
+            .unwrap_or_else(|| panic!("no job {id}"))
+    };
+    assert_eq!(
+        state(&long)["state"],
+        "running",
+        "adopted after the restart"
+    );
+    let adopted = status_showing(&guest, "2 jobs running");
+    assert!(adopted.contains("2 jobs running"), "{adopted}");
+    let exec = waiting.wait_with_output().unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&exec.stdout).trim(),
+        "survived",
+        "{}",
+        String::from_utf8_lossy(&exec.stderr)
+    );
+    assert_eq!(exec.status.code(), Some(3));
+
+    // Stopped while `short` ends: its end is read from its unit at the next start.
+    // (Nothing calls the daemon meanwhile, which would start it by bus activation.)
+    let short = detach("sleep 2; exit 4");
+    guest.ok(&["systemctl", "stop", "proxyuserd"]);
+    std::thread::sleep(std::time::Duration::from_secs(4));
+    guest.ok(&["systemctl", "start", "proxyuserd"]);
+    let ended = state(&short);
+    assert_eq!(ended["state"], "exited", "{ended}");
+    assert_eq!(ended["exit_code"], 4, "{ended}");
+
+    // Wait works on an adopted job.
+    let waited = guest.as_user(
+        ALICE,
+        &format!(
+            "busctl --system call org.proxyuserd1 /org/proxyuserd1 org.proxyuserd1.Jobs Wait ss pxt-alice {long}"
+        ),
+    );
+    assert_eq!(waited.stdout.trim(), "si \"exited\" 5", "{waited:?}");
+
+    // Each end recorded once, with its exec-end record, and the units gone.
+    let audit = guest.ok(&[
+        "journalctl",
+        "-t",
+        "proxyuserd-audit",
+        "PROXYUSERD_EVENT=exec-end",
+        "-o",
+        "json",
+        "--no-pager",
+    ]);
+    let ends: Vec<serde_json::Value> = audit
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    for (id, code) in [(&long, "5"), (&short, "4")] {
+        let mine: Vec<_> = ends
+            .iter()
+            .filter(|r| r["PROXYUSERD_JOB"] == **id)
+            .collect();
+        assert_eq!(mine.len(), 1, "{id}: {audit}");
+        assert_eq!(mine[0]["PROXYUSERD_EXIT_CODE"], code, "{audit}");
+        assert_eq!(mine[0]["PROXYUSERD_STATE"], "exited", "{audit}");
+    }
+    let mut units = String::new();
+    for _ in 0..50 {
+        units = guest.ok(&[
+            "systemctl",
+            "list-units",
+            "--all",
+            "--no-legend",
+            "proxyuserd-job-*",
+        ]);
+        if units.trim().is_empty() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert!(units.trim().is_empty(), "units left behind: {units}");
+}
+
+#[test]
+fn broken_files_are_refused_visibly_under_systemd() {
+    let deb = package();
+    let deb_dir = deb.parent().unwrap().to_path_buf();
+    let guest = Guest::boot("refuse", &[&deb_dir]);
+    install_configured(&guest, &deb);
+    let serving = || {
+        let out = guest.as_user(ALICE, "proxyuserctl resolve");
+        out.stdout.contains("Effective: pxt-etl")
+    };
+
+    // The daemon's state in `systemctl status`.
+    let status = status_showing(&guest, "1 association");
+    assert!(
+        status.contains("Status: \"rules generation") && status.contains("1 association;"),
+        "{status}"
+    );
+
+    // A broken rule file: `systemctl reload` fails, the old rules stay, and the status
+    // says which file is refused.
+    guest.write(
+        "/etc/proxyuserd/rules.d/30-broken.toml",
+        "[[allow]]\nlogins = [\"pxt-carol\"\n",
+    );
+    let reload = guest.run(&["systemctl", "reload", "proxyuserd"]);
+    assert_ne!(reload.code, 0, "{reload:?}");
+    assert!(serving());
+    let status = status_showing(&guest, "refused since");
+    assert!(
+        status.contains("files on disk refused since") && status.contains("30-broken.toml:"),
+        "{status}"
+    );
+    guest.ok(&["rm", "/etc/proxyuserd/rules.d/30-broken.toml"]);
+    guest.ok(&["systemctl", "reload", "proxyuserd"]);
+    let mut status = String::new();
+    for _ in 0..100 {
+        status = status_showing(&guest, "1 association");
+        if !status.contains("refused since") {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert!(!status.contains("refused since"), "{status}");
+
+    // A typo in the configuration: --check-config says where; a reload is refused and
+    // the daemon serves on; a restart fails visibly before the daemon starts.
+    guest.write(
+        "/etc/proxyuserd/proxyuserd.toml",
+        &format!("{CONFIG}admin_gruop = \"x\"\n"),
+    );
+    let line = CONFIG.lines().count() + 1;
+    let at = format!("/etc/proxyuserd/proxyuserd.toml:{line}:1: unknown field `admin_gruop`");
+    let check = guest.run(&["proxyuserd", "--check-config"]);
+    assert_eq!(check.code, 1, "{check:?}");
+    assert_eq!(check.stderr.matches(&at).count(), 1, "{check:?}");
+    let reload = guest.run(&["systemctl", "reload", "proxyuserd"]);
+    assert_ne!(reload.code, 0, "{reload:?}");
+    assert!(serving(), "a refused reload keeps the daemon serving");
+    let restart = guest.run(&["systemctl", "restart", "proxyuserd"]);
+    assert_ne!(restart.code, 0, "{restart:?}");
+    let journal = guest.ok(&["journalctl", "-u", "proxyuserd", "--no-pager", "-o", "cat"]);
+    assert!(journal.contains(&at), "{journal}");
+    guest.write("/etc/proxyuserd/proxyuserd.toml", CONFIG);
+    guest.ok(&["systemctl", "reset-failed", "proxyuserd"]);
+    guest.ok(&["systemctl", "start", "proxyuserd"]);
+    assert!(serving());
+}

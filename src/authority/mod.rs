@@ -38,6 +38,7 @@ use crate::store::{Store, StoreConfig, StoreError, Ticket};
 pub use jobs::{JobPage, STREAMS, WaitFor, bytes};
 pub use pam::PamPlace;
 pub use proxy::Acting;
+pub use rules::check_rule_dir;
 
 /// What went wrong, one variant per D-Bus error of the contract. Messages name the
 /// offending value and never another user's data. Conversions do not log: whoever
@@ -144,6 +145,50 @@ pub struct Authority {
     /// The runtime jobs are supervised on and blocking work is handed to (taken at
     /// open, not from whatever thread is current).
     runtime: tokio::runtime::Handle,
+    /// The configuration file, read again on reload to say what needs a restart.
+    config_path: std::path::PathBuf,
+    /// Since when (µs) and why the rule files on disk are refused (the last good set
+    /// is served meanwhile); `None` while they are the active set.
+    refused: Mutex<Option<(Micros, String)>>,
+    /// Denials per second over the last minute: (second, count) by second % 60.
+    denials: Mutex<[(u64, u32); 60]>,
+}
+
+/// What `systemctl status` shows of the daemon (`STATUS=`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Status {
+    pub generation: u64,
+    pub refused: Option<(Micros, String)>,
+    pub associations: usize,
+    pub running_jobs: usize,
+    pub denials_last_minute: u32,
+}
+
+impl std::fmt::Display for Status {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "rules generation {}", self.generation)?;
+        if let Some((since, why)) = &self.refused {
+            let why: String = why.chars().take(200).collect();
+            write!(
+                f,
+                " (files on disk refused since {}: {why})",
+                crate::policy::format_time(*since)
+            )?;
+        }
+        let plural = rules::plural;
+        let (a, j, d) = (
+            self.associations,
+            self.running_jobs,
+            self.denials_last_minute as usize,
+        );
+        write!(
+            f,
+            "; {a} {}; {j} {} running; {d} {} in the last minute",
+            plural(a, "association", "associations"),
+            plural(j, "job", "jobs"),
+            plural(d, "denial", "denials"),
+        )
+    }
 }
 
 impl Authority {
@@ -151,6 +196,7 @@ impl Authority {
     /// the last good set if the files are broken). Blocking; then
     /// [`Authority::fail_stale_jobs`] before serving.
     pub fn open(
+        config_path: &Path,
         config: Config,
         journal: Option<Journal>,
         backend: crate::exec::Backend,
@@ -189,10 +235,54 @@ impl Authority {
             rule_changes: Mutex::new(()),
             output_totals: Default::default(),
             runtime,
+            config_path: config_path.to_path_buf(),
+            refused: Mutex::new(None),
+            denials: Mutex::new([(0, 0); 60]),
         });
         authority.load_rules_at_start().map_err(OpenError::Rules)?;
         authority.purge_sessions().map_err(OpenError::Sessions)?;
         Ok((authority, receiver))
+    }
+
+    /// The daemon's state in one line, for `systemctl status`.
+    pub fn status(&self) -> Status {
+        let second = (crate::time::now_micros() / 1_000_000) as u64;
+        let denials_last_minute = self
+            .denials
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .filter(|(at, _)| second.saturating_sub(*at) < 60)
+            .map(|(_, n)| *n)
+            .sum();
+        Status {
+            generation: self.generation(),
+            refused: self
+                .refused
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone(),
+            associations: self
+                .store
+                .count(crate::store::Tree::Associations)
+                .unwrap_or(0),
+            running_jobs: self.running_jobs_count(),
+            denials_last_minute,
+        }
+    }
+
+    /// Records whether the rule files on disk are refused (`Some(why)`) or active.
+    fn set_refused(&self, why: Option<String>) {
+        let mut refused = self.refused.lock().unwrap_or_else(|e| e.into_inner());
+        match why {
+            None => *refused = None,
+            Some(why) => {
+                let since = refused
+                    .as_ref()
+                    .map_or_else(crate::time::now_micros, |r| r.0);
+                *refused = Some((since, why));
+            }
+        }
     }
 
     pub fn config(&self) -> &Config {
@@ -352,6 +442,15 @@ impl Authority {
     /// caller gets `err` either way.
     fn deny(&self, caller: &Caller, operation: &str, draft: Draft, err: Error) -> Error {
         self.count_refusal(caller);
+        {
+            let second = (crate::time::now_micros() / 1_000_000) as u64;
+            let mut denials = self.denials.lock().unwrap_or_else(|e| e.into_inner());
+            let slot = &mut denials[(second % 60) as usize];
+            if slot.0 != second {
+                *slot = (second, 0);
+            }
+            slot.1 = slot.1.saturating_add(1);
+        }
         let draft = draft
             .with("operation", operation)
             .with("reason", err.to_string())

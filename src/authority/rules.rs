@@ -15,6 +15,7 @@ use sha2::{Digest, Sha256};
 
 use crate::access::Caller;
 use crate::audit::{Draft, Event, Record};
+use crate::config::Config;
 use crate::policy::{CompiledRules, RuleError, RuleFile, parse_live_rule, parse_rule_file};
 use crate::store::{RuleSnapshot, Store, Tree, Write};
 use crate::time::now_micros;
@@ -130,6 +131,24 @@ fn check_owned_by_root(path: &Path) -> Result<(), RuleDirError> {
     Ok(())
 }
 
+/// The rule files of `dir` as a start or a reload would read them (without the live
+/// rules, which are in the store): a summary, or the first error, located.
+pub fn check_rule_dir(dir: &Path) -> Result<String, String> {
+    let sources = read_rule_dir(dir).map_err(|e| e.to_string())?;
+    let files = sources
+        .iter()
+        .map(|(path, text)| parse_rule_file(path, text).map(Arc::new))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| e.to_string())?;
+    let compiled = CompiledRules::compile(files, Vec::new()).map_err(|e| e.to_string())?;
+    let (n, rules) = (sources.len(), compiled.len());
+    Ok(format!(
+        "{n} rule {}, {rules} {}, valid",
+        plural(n, "file", "files"),
+        plural(rules, "rule", "rules")
+    ))
+}
+
 fn live_rules(store: &Store) -> Result<Vec<Arc<RuleFile>>, Error> {
     let mut rules = Vec::new();
     for (id, text) in store.live_rules()? {
@@ -187,6 +206,7 @@ impl Authority {
                     "rules in {} are not valid, serving the last good rules: {err}",
                     self.config.rules_dir.display()
                 );
+                self.set_refused(Some(err.clone()));
                 let compiled = self
                     .store
                     .read_rule_files(&snapshot.sha256)
@@ -258,11 +278,35 @@ impl Authority {
         Ok(generation)
     }
 
-    /// Re-reads the rule files. `caller` is `None` for SIGHUP.
+    /// Re-reads the configuration file (refused if it is not valid: nothing changes)
+    /// and the rule files. `caller` is `None` for SIGHUP.
     pub fn reload(&self, caller: Option<&Caller>) -> Result<u64, Error> {
         if let Some(caller) = caller {
             self.require_admin(caller, "Reload")?;
         }
+        let config = Config::load(&self.config_path).map_err(|e| {
+            Error::InvalidRules(format!(
+                "{e}; nothing reloaded, the running configuration stays"
+            ))
+        })?;
+        let restart = crate::config::changed_keys(&self.config, &config);
+        if !restart.is_empty() {
+            tracing::warn!(
+                "{}: {} changed; needs a restart to take effect (systemctl restart proxyuserd)",
+                self.config_path.display(),
+                restart.join(", ")
+            );
+        }
+        let result = self.reload_rules(caller);
+        match &result {
+            Ok(_) => self.set_refused(None),
+            Err(Error::InvalidRules(why)) => self.set_refused(Some(why.clone())),
+            Err(_) => {}
+        }
+        result
+    }
+
+    fn reload_rules(&self, caller: Option<&Caller>) -> Result<u64, Error> {
         let sources = read_rule_dir(&self.config.rules_dir)
             .map_err(|e| Error::InvalidRules(e.to_string()))?;
         let files = self

@@ -147,7 +147,8 @@ enum RulesCommand {
     Add { file: PathBuf },
     /// Remove a live rule.
     Remove { id: String },
-    /// Re-read the rule files (like SIGHUP, but errors are reported here).
+    /// Re-read the rule files, after checking the configuration file (like SIGHUP, but
+    /// errors are reported here and the exit status says whether it was refused).
     Reload,
     /// Validate rule files offline; exit 1 with file:line:column errors.
     Check {
@@ -838,7 +839,6 @@ async fn exec(
         println!("{id}");
         return Ok(ExitCode::SUCCESS);
     };
-
     // Both requests go out before either answer comes back: one round trip, not two.
     let (stdout, stderr) = tokio::join!(
         jobs.open_result(&login, &id, "stdout"),
@@ -874,7 +874,8 @@ async fn exec(
         std::thread::spawn(move || stream_output(streams, cap, &ended, broken_tx))
     };
     let stop = tokio::select! {
-        end = jobs.wait(&login, &id) => Err(end.map_err(Failure::from)),
+        // A restart of the daemon (its jobs run on under systemd) is waited out.
+        end = wait_across_restarts(jobs, &login, &id) => Err(end),
         signal = interrupts.next() => Ok(signal),
         // As the job would be had it written to the pipe itself.
         Ok(()) = &mut broken => Ok(libc::SIGPIPE as u8),
@@ -1004,6 +1005,50 @@ async fn cancel(jobs: &JobsProxy<'_>, login: &str, id: &str, json: bool) -> Outc
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// How long `exec` keeps asking for a job while no daemon answers (a restart).
+const DAEMON_GONE_MAX: std::time::Duration = std::time::Duration::from_secs(120);
+
+/// `Wait`, asked again when the daemon goes away meanwhile (a restart, an upgrade):
+/// under systemd the job runs on and the next daemon knows it.
+async fn wait_across_restarts(
+    jobs: &JobsProxy<'_>,
+    login: &str,
+    id: &str,
+) -> Result<(String, i32), Failure> {
+    let mut gone_since: Option<std::time::Instant> = None;
+    loop {
+        let asked = std::time::Instant::now();
+        let err = match jobs.wait(login, id).await {
+            Ok(end) => return Ok(end),
+            Err(err) => Failure::from(err),
+        };
+        if asked.elapsed() > std::time::Duration::from_secs(2) {
+            // A daemon answered and waited with us before it went: a new outage.
+            gone_since = None;
+        }
+        let since = *gone_since.get_or_insert(asked);
+        let gone = err.name.as_deref().is_some_and(daemon_gone);
+        if !gone || since.elapsed() > DAEMON_GONE_MAX {
+            return Err(err);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    }
+}
+
+/// Whether a D-Bus error says the daemon is not there (stopped, restarting), rather
+/// than that it refused.
+fn daemon_gone(name: &str) -> bool {
+    matches!(
+        name,
+        "org.freedesktop.DBus.Error.NoReply"
+            | "org.freedesktop.DBus.Error.ServiceUnknown"
+            | "org.freedesktop.DBus.Error.NameHasNoOwner"
+            | "org.freedesktop.DBus.Error.TimedOut"
+            | "org.freedesktop.DBus.Error.Timeout"
+    ) || name.starts_with("org.freedesktop.DBus.Error.Spawn.")
+        || name == "org.freedesktop.systemd1.UnitFailed"
 }
 
 /// Copies one output stream of a job to `out` through the descriptor the daemon passes.

@@ -75,7 +75,7 @@ pub enum DaemonError {
 }
 
 /// Runs the daemon until SIGTERM or SIGINT.
-pub async fn run(config: Config) -> Result<(), DaemonError> {
+pub async fn run(config_path: PathBuf, config: Config) -> Result<(), DaemonError> {
     sys::ignore_sigxfsz();
     // Nothing the daemon creates is for others, and nothing should reach its working
     // directory through /proc/PID/cwd.
@@ -105,11 +105,12 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
         tokio::spawn(reap_orphans(containment.clone()));
     }
     let runtime = tokio::runtime::Handle::current();
-    let (authority, notices) =
-        tokio::task::spawn_blocking(move || Authority::open(config, journal, backend, runtime))
-            .await??;
+    let (authority, notices) = tokio::task::spawn_blocking(move || {
+        Authority::open(&config_path, config, journal, backend, runtime)
+    })
+    .await??;
     authority
-        .fail_stale_jobs()
+        .recover_jobs()
         .await
         .map_err(DaemonError::Recovery)?;
     let callers = Arc::new(Callers::new(authority.clone()));
@@ -143,6 +144,7 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
     tokio::spawn(prune_jobs(authority.clone()));
     tokio::spawn(purge_sessions(authority.clone()));
     tokio::spawn(prune_audit(authority.clone()));
+    tokio::spawn(report_status(authority.clone()));
     tracing::info!(
         "proxyuserd {} serving {BUS_NAME}, rules generation {}",
         env!("CARGO_PKG_VERSION"),
@@ -273,6 +275,25 @@ async fn watch_expiry(authority: Arc<Authority>) {
     }
 }
 
+/// Keeps the daemon's state in `systemctl status` (sd_notify `STATUS=`): sent when it
+/// changes (looked at every 2 s) and every 30 s regardless.
+async fn report_status(authority: Arc<Authority>) {
+    let mut every = tokio::time::interval(Duration::from_secs(2));
+    let mut last = (String::new(), tokio::time::Instant::now());
+    loop {
+        every.tick().await;
+        let authority = authority.clone();
+        let Ok(status) = tokio::task::spawn_blocking(move || authority.status().to_string()).await
+        else {
+            continue;
+        };
+        if status != last.0 || last.1.elapsed() >= Duration::from_secs(30) {
+            sys::notify(&format!("STATUS={status}"));
+            last = (status, tokio::time::Instant::now());
+        }
+    }
+}
+
 /// Deletes old jobs now and then (exec.retention_secs).
 async fn prune_jobs(authority: Arc<Authority>) {
     let retention = authority.config().exec.retention_secs;
@@ -334,6 +355,34 @@ pub struct Args {
     /// Configuration file; a missing file means safe defaults.
     #[arg(long, value_name = "PATH", default_value = config::DEFAULT_PATH)]
     pub config: PathBuf,
+    /// Check the configuration file and the rule files it names, print what is wrong
+    /// (file:line:column) and exit: 0 if the daemon would start with them, 1 if not.
+    #[arg(long)]
+    pub check_config: bool,
+}
+
+/// `--check-config`: the errors a start would meet, without starting.
+pub fn check_config(path: &std::path::Path) -> Result<String, String> {
+    let config = Config::load(path).map_err(|e| e.to_string())?;
+    let rules = crate::authority::check_rule_dir(&config.rules_dir)?;
+    Ok(format!(
+        "{}: configuration valid; {}: {rules}",
+        path.display(),
+        config.rules_dir.display()
+    ))
+}
+
+/// Reports a fatal error once: to the journal when the daemon logs there, else to
+/// stderr (which systemd would copy into the journal a second time).
+fn report(err: &str) {
+    eprintln!("proxyuserd: {err}");
+    if std::env::var_os("JOURNAL_STREAM").is_none() && journald_running() {
+        tracing::error!("{err}");
+    }
+}
+
+fn journald_running() -> bool {
+    std::path::Path::new(journal::SOCKET).exists()
 }
 
 /// `proxyuserd`'s main.
@@ -341,12 +390,23 @@ pub fn main() -> std::process::ExitCode {
     use clap::Parser;
     sys::limit_malloc_arenas();
     let args = Args::parse();
+    if args.check_config {
+        return match check_config(&args.config) {
+            Ok(summary) => {
+                println!("{summary}");
+                std::process::ExitCode::SUCCESS
+            }
+            Err(err) => {
+                eprintln!("proxyuserd: {err}");
+                std::process::ExitCode::FAILURE
+            }
+        };
+    }
     init_logging();
     let config = match Config::load(&args.config) {
         Ok(config) => config,
         Err(err) => {
-            tracing::error!("{err}");
-            eprintln!("proxyuserd: {err}");
+            report(&err.to_string());
             return std::process::ExitCode::FAILURE;
         }
     };
@@ -360,14 +420,13 @@ pub fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
-    let result = runtime.block_on(run(config));
+    let result = runtime.block_on(run(args.config.clone(), config));
     // Background tasks (signal forwarding, timers) end with the runtime.
     runtime.shutdown_timeout(Duration::from_secs(2));
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(err) => {
-            tracing::error!("{err}");
-            eprintln!("proxyuserd: {err}");
+            report(&err.to_string());
             std::process::ExitCode::FAILURE
         }
     }

@@ -194,6 +194,14 @@ impl Started {
         }
     }
 
+    /// Once the job's end is recorded: lets systemd forget its unit (kept until then,
+    /// so that the end survives a daemon restart). Nothing for a direct job.
+    pub async fn release(&self) {
+        if let Started::Unit { systemd, name, .. } = self {
+            systemd.release(name).await;
+        }
+    }
+
     /// Waits for the job's main process to end. Under the direct backend whatever it
     /// left behind is killed with it, and this returns only once all of it is gone.
     /// Cancel-safe.

@@ -60,6 +60,8 @@ trait Manager {
             OwnedObjectPath,
         )>,
     >;
+    fn stop_unit(&self, name: &str, mode: &str) -> zbus::Result<OwnedObjectPath>;
+    fn reset_failed_unit(&self, name: &str) -> zbus::Result<()>;
     fn subscribe(&self) -> zbus::Result<()>;
     #[zbus(signal)]
     fn job_removed(
@@ -148,6 +150,15 @@ impl StartError {
             message,
         }
     }
+}
+
+/// A job's unit as systemd knows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UnitState {
+    Running,
+    /// How its main process ended, and when (µs since the epoch; 0 if unknown).
+    Ended(ProcessEnd, i64),
+    Unknown,
 }
 
 pub struct Systemd {
@@ -320,7 +331,11 @@ impl Systemd {
             ("Slice", Variant::from(slice.as_str())),
             ("KillMode", Variant::from("control-group")),
             ("KillSignal", Variant::from(9i32)),
-            ("CollectMode", Variant::from("inactive-or-failed")),
+            // The unit outlives the daemon (a restart, an upgrade) and keeps how its
+            // program ended until the daemon has recorded it: it stays "active
+            // (exited)" or "failed" until `release`, also while no daemon runs.
+            ("RemainAfterExit", Variant::from(true)),
+            ("CollectMode", Variant::from("inactive")),
             ("AddRef", Variant::from(true)),
         ];
         match &spec.stdin {
@@ -366,7 +381,7 @@ impl Systemd {
             Ok(result) => result.map_err(StartError::system)?,
             Err(_) => {
                 self.kill(unit).await;
-                let _ = self.manager.unref_unit(unit).await;
+                self.release(unit).await;
                 return Err(StartError::system(format!(
                     "systemd did not start {unit} within {START_TIMEOUT:?}"
                 )));
@@ -387,7 +402,7 @@ impl Systemd {
         if ran {
             return Ok(UnitWatch { changes });
         }
-        let _ = self.manager.unref_unit(unit).await;
+        self.release(unit).await;
         // systemd's own codes for what the request got wrong (no working directory, no
         // program) are the caller's; the others are the system's (the user was found
         // before the start, so one systemd cannot switch to is the system's too).
@@ -400,25 +415,73 @@ impl Systemd {
         })
     }
 
-    /// How a unit's main process ended, once it has.
+    /// How a unit's main process ended, once it has (the unit is kept until
+    /// [`release`](Self::release)).
     pub async fn ended(&self, unit: &str) -> Option<ProcessEnd> {
-        let state = self
+        match self.state(unit).await {
+            UnitState::Ended(end, _) => Some(end),
+            UnitState::Running | UnitState::Unknown => None,
+        }
+    }
+
+    /// Where a job's unit is: running, ended (how, and when in µs since the epoch, 0
+    /// if systemd does not say), or unknown to systemd (never started, or collected).
+    pub async fn state(&self, unit: &str) -> UnitState {
+        let Ok(state) = self
             .unit_properties(unit, "org.freedesktop.systemd1.Unit")
             .await
-            .ok()?;
-        let active: String = prop(&state, "ActiveState")?;
-        if active != "inactive" && active != "failed" {
-            return None;
+        else {
+            return UnitState::Unknown;
+        };
+        let active: String = prop(&state, "ActiveState").unwrap_or_default();
+        let sub: String = prop(&state, "SubState").unwrap_or_default();
+        let load: String = prop(&state, "LoadState").unwrap_or_default();
+        if load != "loaded" {
+            return UnitState::Unknown;
         }
-        let (code, status) = self.exec_main(unit).await?;
-        let _ = self.manager.unref_unit(unit).await;
-        Some(match code {
+        // RemainAfterExit: "active (exited)" once the program has ended well.
+        let ended = active == "failed" || active == "inactive" || sub == "exited";
+        if !ended {
+            return UnitState::Running;
+        }
+        let Ok(service) = self
+            .unit_properties(unit, "org.freedesktop.systemd1.Service")
+            .await
+        else {
+            return UnitState::Unknown;
+        };
+        let code: i32 = prop(&service, "ExecMainCode").unwrap_or(0);
+        let status: i32 = prop(&service, "ExecMainStatus").unwrap_or(0);
+        let at: u64 = prop(&service, "ExecMainExitTimestamp").unwrap_or(0);
+        if code == 0 && at == 0 {
+            // Loaded but never ran: a unit object systemd made up for the name.
+            return UnitState::Unknown;
+        }
+        let end = match code {
             // CLD_EXITED
             1 => ProcessEnd::Exited(status),
             // CLD_KILLED, CLD_DUMPED
             2 | 3 => ProcessEnd::Signaled(status),
             _ => ProcessEnd::Failed(format!("systemd reports exit code {code}, status {status}")),
-        })
+        };
+        UnitState::Ended(end, at as i64)
+    }
+
+    /// Lets systemd forget a unit whose end is recorded: stopped (from "active
+    /// (exited)") or reset (from "failed"), and then collected.
+    pub async fn release(&self, unit: &str) {
+        let _ = self.manager.unref_unit(unit).await;
+        if let Err(err) = self.manager.stop_unit(unit, "replace").await {
+            tracing::debug!("cannot stop {unit}: {err}");
+        }
+        let _ = self.manager.reset_failed_unit(unit).await;
+    }
+
+    /// A watch of a unit started by an earlier daemon (after a restart).
+    pub async fn adopt(&self, unit: &str) -> UnitWatch {
+        UnitWatch {
+            changes: self.watch(unit).await,
+        }
     }
 
     /// A stream of the unit's property changes (its end among them).
@@ -447,21 +510,22 @@ impl Systemd {
     pub async fn stop(&self, unit: &str) {
         self.kill(unit).await;
         for waited in 0..3000 {
-            let active: Option<String> = match self
+            let (active, sub): (Option<String>, Option<String>) = match self
                 .unit_properties(unit, "org.freedesktop.systemd1.Unit")
                 .await
             {
-                Ok(state) => prop(&state, "ActiveState"),
-                Err(_) => None,
+                Ok(state) => (prop(&state, "ActiveState"), prop(&state, "SubState")),
+                Err(_) => (None, None),
             };
-            match active.as_deref() {
-                None | Some("inactive") | Some("failed") => break,
+            match (active.as_deref(), sub.as_deref()) {
+                // "active (exited)": kept after its end (RemainAfterExit) until released.
+                (None | Some("inactive") | Some("failed"), _) | (_, Some("exited")) => break,
                 _ if waited == 1000 => tracing::warn!("{unit} is still active 10 s after SIGKILL"),
                 _ => {}
             }
             tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         }
-        let _ = self.manager.unref_unit(unit).await;
+        self.release(unit).await;
     }
 
     /// SIGKILL to every process of a unit.

@@ -95,6 +95,11 @@ impl Authority {
         self.config.state_dir.join("jobs").join(id)
     }
 
+    /// How many jobs the daemon supervises now.
+    pub fn running_jobs_count(&self) -> usize {
+        self.running_jobs().len()
+    }
+
     fn running_jobs(&self) -> std::sync::MutexGuard<'_, RunningJobs> {
         self.running.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -160,6 +165,7 @@ impl Authority {
         // learns of the job (else a crash right after Exec leaves the job running);
         // with them it is for people, and written without waiting.
         record.pid = started.pid();
+        let started_at = record.started;
         let login = record.login.clone();
         let run_as = record.run_as.clone();
         let argv = record.argv.clone();
@@ -191,6 +197,7 @@ impl Authority {
             self.clone(),
             id.clone(),
             started,
+            started_at,
             cancel,
             done,
         ));
@@ -647,6 +654,18 @@ impl Authority {
         ended: ProcessEnd,
         killed_because: Option<String>,
     ) -> Result<JobEnd, Error> {
+        self.finish_job_at(id, ended, killed_because, 0)
+    }
+
+    /// [`finish_job`](Self::finish_job) for a job that ended at `at` (µs since the
+    /// epoch; 0: now), e.g. while the daemon was down.
+    pub(crate) fn finish_job_at(
+        &self,
+        id: &str,
+        ended: ProcessEnd,
+        killed_because: Option<String>,
+        at: i64,
+    ) -> Result<JobEnd, Error> {
         let dir = self.job_dir(id);
         let stdout_bytes = exec::output_size(&dir.join("stdout"));
         let stderr_bytes = exec::output_size(&dir.join("stderr"));
@@ -657,7 +676,11 @@ impl Authority {
         if !job.running() {
             return Ok(job.end());
         }
-        job.finished = now_micros();
+        job.finished = if at > 0 {
+            at.max(job.started)
+        } else {
+            now_micros()
+        };
         job.stdout_bytes = stdout_bytes;
         job.stderr_bytes = stderr_bytes;
         job.output_kept = dir.exists();

@@ -12,20 +12,27 @@ use super::{Cancel, STREAMS};
 use crate::authority::Authority;
 use crate::exec;
 use crate::store::JobEnd;
+use crate::time::{Micros, now_micros};
 
 /// Waits for a job to end, enforcing its limits and cancellation, then records the end.
+/// `since` is when the job started (earlier than now for a job adopted after a restart:
+/// its wall-clock limit counts from then).
 pub(super) async fn supervise(
     authority: Arc<Authority>,
     id: String,
     mut started: exec::Started,
+    since: Micros,
     cancel: Arc<Cancel>,
     done: watch::Sender<Option<JobEnd>>,
 ) {
-    let limits = &authority.config.exec;
+    let limits = authority.config().exec.clone();
     let dir = authority.job_dir(&id);
     let killer = started.killer();
-    let deadline = (limits.timeout_secs > 0)
-        .then(|| tokio::time::Instant::now() + Duration::from_secs(limits.timeout_secs));
+    let elapsed = Duration::from_micros((now_micros() - since).max(0) as u64);
+    let deadline = (limits.timeout_secs > 0).then(|| {
+        let limit = Duration::from_secs(limits.timeout_secs).saturating_sub(elapsed);
+        tokio::time::Instant::now() + limit
+    });
     let mut tick = tokio::time::interval(Duration::from_millis(200));
     let mut reason: Option<String> = None;
     let mut over_cap = false;
@@ -82,6 +89,7 @@ pub(super) async fn supervise(
     {
         Ok(Ok(end)) => {
             let _ = done.send(Some(end));
+            started.release().await;
         }
         // Dropping `done` without an end tells waiters to ask the store.
         Ok(Err(err)) => tracing::error!("cannot record the end of {id}: {err}"),
