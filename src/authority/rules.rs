@@ -297,6 +297,22 @@ impl Authority {
             .collect())
     }
 
+    /// The `[proxy_users]` declarations of the rule files: (source, users, groups).
+    pub fn list_proxy_users(
+        &self,
+        caller: &Caller,
+    ) -> Result<Vec<(String, Vec<String>, Vec<String>)>, Error> {
+        self.require_admin(caller, "ListProxyUsers")?;
+        let rules = self.rules.load();
+        Ok(rules
+            .declared_proxy_users()
+            .map(|(file, users, groups)| {
+                let owned = |names: Vec<&str>| names.into_iter().map(String::from).collect();
+                (format!("file:{file}"), owned(users), owned(groups))
+            })
+            .collect())
+    }
+
     pub fn add_rule(&self, caller: &Caller, text: &str) -> Result<String, Error> {
         self.require_admin(caller, "AddRule")?;
         loop {
