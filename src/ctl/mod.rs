@@ -625,7 +625,7 @@ async fn list_jobs(jobs: &JobsProxy<'_>, login: String, json: bool) -> Outcome {
         return Ok(ExitCode::SUCCESS);
     }
     println!(
-        "{:<12} {:<8} {:>4} {:<14} {:<14} {:<27} COMMAND",
+        "{:<20} {:<8} {:>4} {:<14} {:<14} {:<27} COMMAND",
         "JOB", "STATE", "EXIT", "RUN AS", "LOGIN", "STARTED"
     );
     for (id, login, run_as, argv, state, started, _, code) in rows {
@@ -636,7 +636,7 @@ async fn list_jobs(jobs: &JobsProxy<'_>, login: String, json: bool) -> Outcome {
         };
         let started = format_time(i64::try_from(started).unwrap_or(0));
         println!(
-            "{id:<12} {state:<8} {exit:>4} {run_as:<14} {login:<14} {started:<27} {}",
+            "{id:<20} {state:<8} {exit:>4} {run_as:<14} {login:<14} {started:<27} {}",
             argv.join(" ")
         );
     }
