@@ -297,11 +297,8 @@ impl Authority {
             .collect())
     }
 
-    /// The `[proxy_users]` declarations of the rule files: (source, users, groups).
-    pub fn list_proxy_users(
-        &self,
-        caller: &Caller,
-    ) -> Result<Vec<(String, Vec<String>, Vec<String>)>, Error> {
+    /// The `[proxy_users]` declarations of the rule files.
+    pub fn list_proxy_users(&self, caller: &Caller) -> Result<Vec<ProxyUsers>, Error> {
         self.require_admin(caller, "ListProxyUsers")?;
         let rules = self.rules.load();
         Ok(rules
@@ -414,6 +411,10 @@ impl Authority {
         )?)
     }
 }
+
+/// A file's `[proxy_users]`: its source (`file:PATH`), the users and the groups it
+/// declares proxy-type.
+pub type ProxyUsers = (String, Vec<String>, Vec<String>);
 
 /// `one` or `many` by `n` ("1 association", "2 associations").
 pub fn plural<'a>(n: usize, one: &'a str, many: &'a str) -> &'a str {

@@ -291,7 +291,7 @@ impl Systemd {
         let argv: Vec<String> = spec.argv.iter().map(|a| a.replace('$', "$$")).collect();
         let exec_start = vec![(spec.argv[0].clone(), argv, false)];
         let mut props: Vec<(&str, Variant<'_>)> = vec![
-            ("Description", Variant::from(description(&unit, spec))),
+            ("Description", Variant::from(description(unit, spec))),
             ("Type", Variant::from("exec")),
             ("ExecStart", Variant::from(exec_start)),
             ("User", Variant::from(spec.user.as_str())),
