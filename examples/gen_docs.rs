@@ -119,12 +119,13 @@ fn commands(page: &mut Vec<u8>, command: &clap::Command) -> std::io::Result<()> 
                 "login" => "Act for LOGIN (admins and trusted callers); default: yourself.".into(),
                 _ => String::new(),
             });
+        let takes_values = arg.get_num_args().is_some_and(|n| n.takes_values());
         let defaults: Vec<_> = arg
             .get_default_values()
             .iter()
             .map(|v| v.to_string_lossy().into_owned())
             .collect();
-        if defaults.is_empty() {
+        if defaults.is_empty() || !takes_values {
             writeln!(page, "{}", roff(&help))?;
         } else {
             writeln!(page, "{} (default: {})", roff(&help), defaults.join(" "))?;
