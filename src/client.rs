@@ -27,6 +27,7 @@ pub trait Identity {
 pub trait Admin {
     fn reload(&self) -> zbus::Result<u64>;
     fn list_rules(&self) -> zbus::Result<Vec<(String, String, String)>>;
+    fn list_proxy_users(&self) -> zbus::Result<Vec<(String, Vec<String>, Vec<String>)>>;
     fn add_rule(&self, rule_toml: &str) -> zbus::Result<String>;
     fn remove_rule(&self, id: &str) -> zbus::Result<()>;
     fn audit_log(

@@ -369,3 +369,90 @@ fn a_user_causing_denials_in_a_loop_is_slowed_and_every_denial_is_recorded() {
     );
     assert_eq!(slowed(&messages).len(), 1, "{messages:?}");
 }
+
+#[test]
+fn audit_is_read_by_login_kind_and_time_and_followed() {
+    let env = Env::start("audit-read");
+    env.ctl_ok(ALICE, &["proxy", "set", ETL]);
+    env.ctl_ok(BOB, &["proxy", "set", ETL]);
+    env.ctl_ok(ALICE, &["proxy", "clear"]);
+    let shown = |args: &[&str]| {
+        let mut all = vec!["audit"];
+        all.extend_from_slice(args);
+        match env.ctl_json(ROOT, &all) {
+            serde_json::Value::Array(records) => records,
+            other => panic!("not an array: {other}"),
+        }
+    };
+    let alice_sets = shown(&["--login", ALICE, "--kind", "proxy-set"]);
+    assert_eq!(alice_sets.len(), 1, "{alice_sets:?}");
+    assert_eq!(alice_sets[0]["login"], ALICE);
+    let alice = shown(&[
+        "--login",
+        ALICE,
+        "--kind",
+        "proxy-set",
+        "--kind",
+        "proxy-cleared",
+    ]);
+    assert_eq!(alice.len(), 2, "{alice:?}");
+    assert_eq!(shown(&["--since", "-1h", "--kind", "proxy-set"]).len(), 2);
+    assert!(shown(&["--until", "2000-01-01"]).is_empty());
+    assert_eq!(
+        env.ctl_ok(ROOT, &["audit", "--until", "2000-01-01"]).trim(),
+        "no audit records match"
+    );
+    let err = env.ctl(ROOT, &["audit", "--kind", "exec"]);
+    assert!(
+        !err.ok()
+            && err
+                .stderr
+                .contains("--kind exec: no such kind of record (kinds: proxy-set"),
+        "{}",
+        err.stderr
+    );
+    let err = env.ctl(ROOT, &["audit", "--since", "yesterday"]);
+    assert!(
+        !err.ok() && err.stderr.contains("--since \"yesterday\""),
+        "{}",
+        err.stderr
+    );
+    let denied = env.ctl_err(ALICE, &["audit"], "org.freedesktop.DBus.Error.AccessDenied");
+    assert!(
+        denied.contains("pxt-alice is not an admin")
+            && denied.contains("proxyuserctl audit is for admins"),
+        "{denied}"
+    );
+
+    // --follow prints what was there, then each new record as it is written.
+    let mut follow = env
+        .command_as(ROOT, bin("proxyuserctl"))
+        .args(["--json", "audit", "--follow", "--kind", "proxy-cleared"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(follow.stdout.take().unwrap()));
+    let first: serde_json::Value = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
+    assert_eq!(
+        (first["event"].as_str(), first["login"].as_str()),
+        (Some("proxy-cleared"), Some(ALICE))
+    );
+    env.ctl_ok(BOB, &["proxy", "clear"]);
+    let next: serde_json::Value = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
+    assert_eq!(
+        (next["event"].as_str(), next["login"].as_str()),
+        (Some("proxy-cleared"), Some(BOB))
+    );
+    follow.kill().unwrap();
+    follow.wait().unwrap();
+
+    // A short log is verified without progress lines (they come every 100 000 records
+    // when stderr is no terminal).
+    let verify = env.ctl(ROOT, &["audit", "--verify"]);
+    assert!(verify.ok(), "{}", verify.stdout);
+    assert!(
+        !verify.stderr.contains("audit --verify: read"),
+        "{}",
+        verify.stderr
+    );
+}

@@ -316,3 +316,91 @@ fn check_config_reports_what_a_start_would_refuse_and_reload_refuses_a_broken_fi
     env.ctl_ok(ROOT, &["rules", "reload"]);
     assert_eq!(generation(&env), before + 1);
 }
+
+#[test]
+fn rules_check_reports_every_error_and_warns_of_names_this_host_lacks() {
+    let env = Env::start("check");
+    let dir = env.state_dir().join("check");
+    std::fs::create_dir_all(&dir).unwrap();
+    let unknown = dir.join("10-unknown.toml");
+    std::fs::write(
+        &unknown,
+        "[[allow]]\nlogins = [\"web-anna\"]\nproxies = [\"pxt-nosuchuser\"]\n\
+         login_groups = [\"pxt-nosuchgroup\"]\n",
+    )
+    .unwrap();
+    let broken = dir.join("20-broken.toml");
+    std::fs::write(
+        &broken,
+        "[[allow]]\nlogins = [\"pxt-alice\"]\nproxys = [\"pxt-etl\"]\n\n\
+         [[deny]]\nlogins = [\"a b\"]\nproxies = [\"*\"]\n",
+    )
+    .unwrap();
+    let (unknown, broken) = (unknown.to_str().unwrap(), broken.to_str().unwrap());
+
+    // Valid, with a warning for each name NSS does not know (logins need no account).
+    let out = env.ctl(ROOT, &["rules", "check", unknown]);
+    assert!(out.ok(), "{}", out.stderr);
+    assert_eq!(out.stdout.trim(), "1 file, 1 rule: valid");
+    assert!(
+        out.stderr
+            .contains(&format!("{unknown}:3:12: warning: no user pxt-nosuchuser")),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr.contains(&format!(
+            "{unknown}:4:17: warning: no group pxt-nosuchgroup"
+        )),
+        "{}",
+        out.stderr
+    );
+    assert!(!out.stderr.contains("web-anna"), "{}", out.stderr);
+
+    // Both errors of the broken file, in file order, not only the first.
+    let out = env.ctl(ROOT, &["rules", "check", unknown, broken]);
+    assert_eq!(out.code, 1, "{}", out.stdout);
+    let errors: Vec<&str> = out
+        .stderr
+        .lines()
+        .filter(|l| l.starts_with(broken))
+        .collect();
+    assert_eq!(errors.len(), 2, "{}", out.stderr);
+    assert!(
+        errors[0].starts_with(&format!("{broken}:3:1: unknown field `proxys`")),
+        "{errors:?}"
+    );
+    assert!(errors[1].starts_with(&format!("{broken}:6:")), "{errors:?}");
+    assert!(errors[1].contains("\"a b\""), "{errors:?}");
+    let json = env.ctl(ROOT, &["--json", "rules", "check", unknown, broken]);
+    let json: serde_json::Value = serde_json::from_str(&json.stdout).unwrap();
+    assert_eq!(json["errors"].as_array().unwrap().len(), 2);
+    assert_eq!(json["warnings"].as_array().unwrap().len(), 2);
+}
+
+#[test]
+fn rules_list_shows_the_proxy_users_and_says_when_there_are_no_rules() {
+    let env = Env::start("list");
+    let listed = env.ctl_ok(ROOT, &["rules", "list"]);
+    assert!(
+        listed.contains("[proxy_users]\ngroups = [\"pxt-svc\"]\n"),
+        "{listed}"
+    );
+    assert!(listed.contains("[[deny]]"), "{listed}");
+    let empty = Env::with("list-empty", "", &[]);
+    assert_eq!(
+        empty.ctl_ok(ROOT, &["rules", "list"]).trim(),
+        "no rules: every proxy request is denied"
+    );
+    // Not an admin: the message names the command, not the D-Bus method.
+    let err = env.ctl_err(
+        ALICE,
+        &["rules", "list"],
+        "org.freedesktop.DBus.Error.AccessDenied",
+    );
+    assert!(
+        err.contains("pxt-alice is not an admin")
+            && err.contains("proxyuserctl rules list is for admins"),
+        "{err}"
+    );
+}

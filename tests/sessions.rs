@@ -140,7 +140,7 @@ fn untrusted_callers_forged_tickets_and_foreign_proxy_tickets_get_nothing() {
         "{err}"
     );
     assert!(
-        err.contains("is not a trusted caller (gateway), and OpenSession is for gateways"),
+        err.contains("is not a trusted caller (gateway): OpenSession is for gateways"),
         "{err}"
     );
     let alice = open(&env, ALICE);

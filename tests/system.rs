@@ -75,6 +75,8 @@ fn package() -> PathBuf {
         repo().join("debian"),
         repo().join("pam/src"),
         repo().join("pam/pam_proxyuserd.8"),
+        repo().join("man"),
+        repo().join("examples/proxyuserd.toml"),
     ];
     while let Some(path) = sources.pop() {
         if path.is_dir() {
@@ -129,6 +131,12 @@ fn the_package_runs_under_systemd_as_admins_expect() {
             .ok(&["man", "-w", "proxyuserctl"])
             .contains("proxyuserctl.1")
     );
+    for page in ["proxyuserd", "proxyuserd.toml", "proxyuserd-rules"] {
+        assert!(
+            guest.ok(&["man", "-w", page]).contains(page),
+            "no {page} page"
+        );
+    }
 
     // Configure, with rules, and restart: the seed's goals as real users.
     guest.write("/etc/proxyuserd/proxyuserd.toml", CONFIG);
@@ -391,8 +399,28 @@ fn the_package_runs_under_systemd_as_admins_expect() {
     let security = guest.ok(&["systemd-analyze", "security", "proxyuserd.service"]);
     assert!(exposure(&security) <= MAX_EXPOSURE, "{security}");
 
-    // Removing the package takes the module out of the PAM stacks it was added to.
+    // Removing the package takes the module out of the PAM stacks it was added to, and
+    // stops every job with the slices; purging says what it keeps.
+    let detached = ctl(ALICE, "exec --detach -- /bin/sleep 600");
+    assert_eq!(detached.code, 0, "{}", detached.stderr);
     guest.ok(&["dpkg", "-r", "proxyuserd"]);
+    let slices = guest.ok(&[
+        "systemctl",
+        "list-units",
+        "--no-legend",
+        "--state=active",
+        "proxyuserd*",
+    ]);
+    assert!(slices.trim().is_empty(), "left running: {slices}");
+    let purge = guest.run(&["dpkg", "-P", "proxyuserd"]);
+    assert!(purge.ok(), "{purge:?}");
+    assert!(
+        purge
+            .stderr
+            .contains("kept /var/lib/proxyuserd (the audit log"),
+        "{purge:?}"
+    );
+    guest.ok(&["test", "-d", "/var/lib/proxyuserd/db"]);
     assert!(!guest.ok(&["sh", "-c", stacks]).contains("pam_proxyuserd"));
     assert_eq!(
         guest

@@ -64,6 +64,15 @@ impl Caller {
     pub fn is_root(&self) -> bool {
         self.uid == 0
     }
+
+    /// The caller as a sentence names a person: its account name, else `uid N`. (The
+    /// audit record carries uid and pid on their own.)
+    pub fn who(&self) -> String {
+        match &self.name {
+            Some(name) => name.clone(),
+            None => format!("uid {}", self.uid),
+        }
+    }
 }
 
 impl fmt::Display for Caller {
@@ -140,17 +149,20 @@ impl fmt::Display for Refusal {
             } => match group {
                 Some(group) => write!(
                     f,
-                    "{caller} is not an admin (root or a member of {group}), and {operation} \
-                     is for admins"
+                    "{caller} is not an admin (root or a member of {group}): {operation} is \
+                     for admins"
                 ),
-                None => write!(f, "{caller} is not root, and {operation} is for root"),
+                None => write!(
+                    f,
+                    "{caller} is not an admin (root): {operation} is for admins"
+                ),
             },
             Refusal::NotGateway { caller, operation } => write!(
                 f,
-                "{caller} is not a trusted caller (gateway), and {operation} is for gateways"
+                "{caller} is not a trusted caller (gateway): {operation} is for gateways"
             ),
             Refusal::NotRoot { caller, operation } => {
-                write!(f, "{caller} is not root, and {operation} is for root (PAM)")
+                write!(f, "{caller} is not root: {operation} is for root (PAM)")
             }
             Refusal::Privileged {
                 why: Privilege::Root,
@@ -205,7 +217,7 @@ pub fn act_for(caller: &Caller, login: &str) -> Verdict {
         Ok(())
     } else {
         Err(Refusal::NotForLogin {
-            caller: caller.to_string(),
+            caller: caller.who(),
             login: login.to_string(),
         })
     }
@@ -217,7 +229,7 @@ pub fn admin(caller: &Caller, operation: &str, policy: &Policy<'_>) -> Verdict {
         Ok(())
     } else {
         Err(Refusal::NotAdmin {
-            caller: caller.to_string(),
+            caller: caller.who(),
             operation: operation.to_string(),
             group: policy.admin_group.map(str::to_string),
         })
@@ -230,7 +242,7 @@ pub fn gateway(caller: &Caller, operation: &str) -> Verdict {
         Ok(())
     } else {
         Err(Refusal::NotGateway {
-            caller: caller.to_string(),
+            caller: caller.who(),
             operation: operation.to_string(),
         })
     }
@@ -243,7 +255,7 @@ pub fn pam_client(caller: &Caller, operation: &str) -> Verdict {
         Ok(())
     } else {
         Err(Refusal::NotRoot {
-            caller: caller.to_string(),
+            caller: caller.who(),
             operation: operation.to_string(),
         })
     }

@@ -299,7 +299,15 @@ impl Ledger {
                     txn.release();
                 }
                 Err(err) => {
-                    tracing::error!("{} records (denials) not recorded: {err}", drafts.len())
+                    tracing::error!(
+                        "{} audit {} (denials) not recorded: {err}",
+                        drafts.len(),
+                        if drafts.len() == 1 {
+                            "record"
+                        } else {
+                            "records"
+                        }
+                    )
                 }
             }
         }

@@ -363,6 +363,19 @@ impl Authority {
             .collect())
     }
 
+    /// The `[proxy_users]` declarations of the rule files.
+    pub fn list_proxy_users(&self, caller: &Caller) -> Result<Vec<ProxyUsers>, Error> {
+        self.require_admin(caller, "ListProxyUsers")?;
+        let rules = self.rules.load();
+        Ok(rules
+            .declared_proxy_users()
+            .map(|(file, users, groups)| {
+                let owned = |names: Vec<&str>| names.into_iter().map(String::from).collect();
+                (format!("file:{file}"), owned(users), owned(groups))
+            })
+            .collect())
+    }
+
     pub fn add_rule(&self, caller: &Caller, text: &str) -> Result<String, Error> {
         self.require_admin(caller, "AddRule")?;
         loop {
@@ -464,6 +477,10 @@ impl Authority {
         )?)
     }
 }
+
+/// A file's `[proxy_users]`: its source (`file:PATH`), the users and the groups it
+/// declares proxy-type.
+pub type ProxyUsers = (String, Vec<String>, Vec<String>);
 
 /// `one` or `many` by `n` ("1 association", "2 associations").
 pub fn plural<'a>(n: usize, one: &'a str, many: &'a str) -> &'a str {

@@ -41,6 +41,19 @@ impl AdminInterface {
             .await
     }
 
+    /// The [proxy_users] tables of the rule files: source (file:PATH), the users and
+    /// the groups they declare proxy-type.
+    #[zbus(out_args("declarations"))]
+    async fn list_proxy_users(
+        &self,
+        #[zbus(connection)] connection: &Connection,
+        #[zbus(header)] header: Header<'_>,
+    ) -> Result<Vec<(String, Vec<String>, Vec<String>)>, BusError> {
+        self.0
+            .call(connection, &header, |a, c| a.list_proxy_users(c))
+            .await
+    }
+
     /// Adds a live rule: one [[allow]] or [[deny]] table in the rule file format.
     #[zbus(out_args("id"))]
     async fn add_rule(

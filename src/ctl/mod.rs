@@ -11,9 +11,11 @@ use clap::{Parser, Subcommand};
 use serde_json::json;
 use zbus::{Connection, DBusError};
 
-use crate::audit::{self, Record};
+mod audit;
+mod check;
+
 use crate::client::{AdminProxy, IdentityProxy, JobsProxy};
-use crate::policy::{CompiledRules, format_time, parse_rule_file};
+use crate::policy::format_time;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -100,12 +102,31 @@ enum Command {
         #[command(subcommand)]
         command: Option<SessionsCommand>,
     },
-    /// Show the audit log (admins).
+    /// Show the audit log (admins), oldest first; the filters given must all match.
     Audit {
-        /// First sequence number to show.
-        #[arg(long, default_value_t = 1)]
-        since: u64,
-        /// Walk the hash chain from the first record and report the first broken one.
+        /// Only records of this login.
+        #[arg(long)]
+        login: Option<String>,
+        /// Only records of this kind (exec-start, exec-end, download, denied, …); may be
+        /// given more than once.
+        #[arg(long = "kind", value_name = "KIND")]
+        kinds: Vec<String>,
+        /// Only records written at or after TIME: now, today, -15m, -2h, -7d, 2026-12-01,
+        /// 2026-12-01T10:00:00Z (times without an offset are UTC).
+        #[arg(long, value_name = "TIME", allow_hyphen_values = true)]
+        since: Option<String>,
+        /// Only records written at or before TIME.
+        #[arg(long, value_name = "TIME", allow_hyphen_values = true)]
+        until: Option<String>,
+        /// First sequence number to read.
+        #[arg(long, value_name = "SEQ", default_value_t = 1)]
+        from: u64,
+        /// Keep printing new records as they are written, until interrupted (with --json:
+        /// one object per line).
+        #[arg(long, conflicts_with_all = ["verify", "until"])]
+        follow: bool,
+        /// Walk the hash chain from the first record and report the first broken one
+        /// (progress on stderr).
         #[arg(long)]
         verify: bool,
     },
@@ -158,6 +179,7 @@ enum RulesCommand {
 }
 
 /// A failure to report: the message, and the D-Bus error name if any.
+#[derive(Debug)]
 struct Failure {
     message: String,
     name: Option<String>,
@@ -196,7 +218,7 @@ type Outcome = Result<ExitCode, Failure>;
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     if let Command::Rules(RulesCommand::Check { files }) = &cli.command {
-        return check_files(files, cli.json);
+        return check::check_files(files, cli.json);
     }
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -212,12 +234,63 @@ pub fn main() -> ExitCode {
         Ok(code) => code,
         Err(failure) => {
             match failure.name {
-                Some(name) => eprintln!("proxyuserctl: {} [{name}]", failure.message),
+                Some(name) => eprintln!("proxyuserctl: {} [{name}]", as_commands(&failure.message)),
                 None => eprintln!("proxyuserctl: {}", failure.message),
             }
             ExitCode::FAILURE
         }
     }
+}
+
+/// The command of each D-Bus method the daemon names in its messages ("AuditLog is for
+/// admins"): a person at the command line reads the command they typed.
+const COMMANDS: &[(&str, &str)] = &[
+    ("SetProxy", "proxyuserctl proxy set"),
+    ("ClearProxy", "proxyuserctl proxy clear"),
+    ("ListProxies", "proxyuserctl proxy list"),
+    ("CheckProxy", "proxyuserctl check"),
+    ("Resolve", "proxyuserctl resolve"),
+    ("Reload", "proxyuserctl rules reload"),
+    ("ListRules", "proxyuserctl rules list"),
+    ("ListProxyUsers", "proxyuserctl rules list"),
+    ("AddRule", "proxyuserctl rules add"),
+    ("RemoveRule", "proxyuserctl rules remove"),
+    ("AuditLog", "proxyuserctl audit"),
+    ("AuditHead", "proxyuserctl audit --verify"),
+    ("Exec", "proxyuserctl exec"),
+    ("Cancel", "proxyuserctl cancel"),
+    ("Wait", "proxyuserctl wait"),
+    ("ListJobs", "proxyuserctl jobs"),
+    ("OpenResult", "proxyuserctl result"),
+    ("ListSessions", "proxyuserctl sessions"),
+    ("CloseSessionById", "proxyuserctl sessions close"),
+];
+
+/// `message` with the D-Bus methods it names (whole words) replaced by their commands.
+fn as_commands(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    let mut rest = message;
+    while let Some(start) = rest.find(|c: char| c.is_ascii_uppercase()) {
+        let word_end = rest[start..]
+            .find(|c: char| !c.is_ascii_alphanumeric())
+            .map_or(rest.len(), |n| start + n);
+        let starts_word = !rest[..start].ends_with(|c: char| c.is_alphanumeric() || c == '.');
+        let word = &rest[start..word_end];
+        out.push_str(&rest[..start]);
+        match COMMANDS.iter().find(|(method, _)| *method == word) {
+            Some((_, command)) if starts_word => out.push_str(command),
+            _ => out.push_str(word),
+        }
+        rest = &rest[word_end..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// Names as a TOML array, as in the rule files.
+fn toml_list(names: &[String]) -> String {
+    let quoted: Vec<String> = names.iter().map(|n| format!("{n:?}")).collect();
+    format!("[{}]", quoted.join(", "))
 }
 
 fn own_login() -> Result<String, Failure> {
@@ -273,17 +346,33 @@ async fn run(cli: Cli) -> Outcome {
             Ok(ExitCode::SUCCESS)
         }
         Command::Proxy(ProxyCommand::List { login }) => {
-            let proxies = identity.list_proxies(&login_or_self(login)?).await?;
+            let login = login_or_self(login)?;
+            let proxies = identity.list_proxies(&login).await?;
             if json {
                 print_json(&json!(proxies));
+            } else if proxies.is_empty() {
+                println!("no proxy users: no rule lets {login} proxy now");
             } else {
                 proxies.iter().for_each(|p| println!("{p}"));
             }
             Ok(ExitCode::SUCCESS)
         }
         Command::Rules(command) => rules(&AdminProxy::new(&connection).await?, command, json).await,
-        Command::Audit { since, verify } => {
-            audit_log(&AdminProxy::new(&connection).await?, since, verify, json).await
+        Command::Audit {
+            login,
+            kinds,
+            since,
+            until,
+            from,
+            follow,
+            verify,
+        } => {
+            let admin = AdminProxy::new(&connection).await?;
+            if verify {
+                return audit::verify(&admin, json).await;
+            }
+            let filter = audit::Filter::new(login, kinds, since.as_deref(), until.as_deref())?;
+            audit::show(&admin, from, &filter, follow, json).await
         }
         Command::Exec {
             login,
@@ -404,6 +493,20 @@ async fn rules(admin: &AdminProxy<'_>, command: RulesCommand, json: bool) -> Out
                     .collect();
                 print_json(&json!(list));
             } else {
+                let declarations = admin.list_proxy_users().await?;
+                for (source, users, groups) in &declarations {
+                    println!("# proxy users ({source})\n[proxy_users]");
+                    if !users.is_empty() {
+                        println!("users = {}", toml_list(users));
+                    }
+                    if !groups.is_empty() {
+                        println!("groups = {}", toml_list(groups));
+                    }
+                    println!();
+                }
+                if rules.is_empty() && declarations.is_empty() {
+                    println!("no rules: every proxy request is denied");
+                }
                 for (id, source, rule) in rules {
                     println!("# {id} ({source})\n{rule}");
                 }
@@ -429,255 +532,6 @@ async fn rules(admin: &AdminProxy<'_>, command: RulesCommand, json: bool) -> Out
         RulesCommand::Check { .. } => unreachable!("handled offline in main"),
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// Validates each file on its own and all of them together (cross-file rules such as
-/// "a proxy user cannot proxy" span files).
-fn check_files(paths: &[PathBuf], json: bool) -> ExitCode {
-    let mut errors = Vec::new();
-    let mut files = Vec::new();
-    for path in paths {
-        let shown = path.display().to_string();
-        match std::fs::read_to_string(path) {
-            Err(err) => errors.push(format!("{shown}: {err}")),
-            Ok(text) => match parse_rule_file(&shown, &text) {
-                Ok(file) => files.push(file),
-                Err(err) => errors.push(err.to_string()),
-            },
-        }
-    }
-    let rules = files.iter().map(|f| f.len()).sum::<usize>();
-    let files = files.into_iter().map(std::sync::Arc::new).collect();
-    if errors.is_empty()
-        && let Err(err) = CompiledRules::compile(files, Vec::new())
-    {
-        errors.push(err.to_string());
-    }
-    if json {
-        print_json(&json!({ "valid": errors.is_empty(), "rules": rules, "errors": errors }));
-    } else if errors.is_empty() {
-        println!("{} file(s), {rules} rule(s): valid", paths.len());
-    } else {
-        errors.iter().for_each(|e| eprintln!("{e}"));
-    }
-    if errors.is_empty() {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    }
-}
-
-/// Records from `since` on, fetched page by page.
-async fn fetch_audit(admin: &AdminProxy<'_>, since: u64) -> Result<Vec<Record>, Failure> {
-    let mut records = Vec::new();
-    let mut next = since;
-    loop {
-        let page = admin.audit_log(next, 0).await?;
-        let Some((last, _)) = page.last() else { break };
-        next = last + 1;
-        records.extend(
-            page.into_iter()
-                .map(|(_, r)| r.into_iter().collect::<BTreeMap<_, _>>()),
-        );
-    }
-    Ok(records)
-}
-
-async fn audit_log(admin: &AdminProxy<'_>, since: u64, verify: bool, json: bool) -> Outcome {
-    if verify {
-        return verify_audit(admin, json).await;
-    }
-    let records = fetch_audit(admin, since).await?;
-    if json {
-        print_json(&json!(records));
-    } else {
-        for record in &records {
-            let get = |k: &str| record.get(k).map(String::as_str).unwrap_or("");
-            let time = get(audit::TIME)
-                .parse()
-                .map(format_time)
-                .unwrap_or_default();
-            println!(
-                "{:>6} {time} {:<14} {}",
-                get(audit::SEQ),
-                get(audit::EVENT),
-                audit::describe(record)
-            );
-        }
-    }
-    Ok(ExitCode::SUCCESS)
-}
-
-/// What `audit --verify` found.
-#[derive(Default)]
-struct Verification {
-    records: u64,
-    /// The first record where the chain does not verify.
-    broken_at: Option<u64>,
-    problems: Vec<String>,
-    journal: String,
-}
-
-/// Walks the retained chain from the checkpoint pruning left to the head, reports the
-/// losses the daemon recorded (`audit-gap`), and compares the chain with the copy in
-/// journald when that can be read.
-async fn verify_audit(admin: &AdminProxy<'_>, json: bool) -> Outcome {
-    let (chain, checkpoint_seq, checkpoint_hash, head_seq, head_hash) = admin.audit_head().await?;
-    let records = fetch_audit(admin, checkpoint_seq + 1).await?;
-    let mut found = Verification::default();
-    match audit::verify_from(checkpoint_seq, &checkpoint_hash, &records) {
-        Ok(n) => found.records = n,
-        Err(broken) => {
-            found.broken_at = Some(broken.seq);
-            found.problems.push(broken.to_string());
-        }
-    }
-    let get = |r: &Record, k: &str| r.get(k).cloned().unwrap_or_default();
-    if let Some(last) = records.last()
-        && (get(last, audit::SEQ) != head_seq.to_string() || get(last, audit::HASH) != head_hash)
-    {
-        found.problems.push(format!(
-            "the log ends at record {} but the daemon's head is record {head_seq}",
-            get(last, audit::SEQ)
-        ));
-    }
-    for record in records
-        .iter()
-        .filter(|r| get(r, audit::EVENT) == "audit-gap")
-    {
-        found.problems.push(format!(
-            "record {} says audit records were lost: {}",
-            get(record, audit::SEQ),
-            get(record, "missing")
-        ));
-    }
-    if checkpoint_seq > 0 {
-        let attested = records.iter().any(|r| {
-            get(r, audit::EVENT) == "audit-pruned"
-                && get(r, "to_seq") == checkpoint_seq.to_string()
-                && get(r, "checkpoint_hash") == checkpoint_hash
-        });
-        if !attested {
-            found.problems.push(format!(
-                "the chain starts after record {checkpoint_seq}, but no audit-pruned record                  says that record was pruned"
-            ));
-        }
-    }
-    compare_with_journal(&chain, checkpoint_seq, head_seq, &records, &mut found);
-    let intact = found.problems.is_empty();
-    if json {
-        print_json(&json!({
-            "intact": intact, "records": found.records, "chain": chain,
-            "broken_at": found.broken_at,
-            "checkpoint": checkpoint_seq, "head": head_seq, "head_hash": head_hash,
-            "problems": found.problems, "journal": found.journal,
-        }));
-    } else if intact {
-        let from = if checkpoint_seq > 0 {
-            format!(
-                " (records {}–{head_seq}; older ones pruned)",
-                checkpoint_seq + 1
-            )
-        } else {
-            String::new()
-        };
-        println!(
-            "audit chain intact: {} {}{from}, head {head_hash}",
-            found.records,
-            if found.records == 1 {
-                "record"
-            } else {
-                "records"
-            }
-        );
-        println!("{}", found.journal);
-    } else {
-        for problem in &found.problems {
-            println!("{problem}");
-        }
-        println!("{}", found.journal);
-    }
-    Ok(if intact {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    })
-}
-
-/// Cross-checks the store's records with the copies journald holds of chain `chain`
-/// (sent with every record once it was durable): a copy whose record the store lacks,
-/// or holds with another hash, is a loss.
-fn compare_with_journal(
-    chain: &str,
-    checkpoint: u64,
-    head: u64,
-    records: &[Record],
-    found: &mut Verification,
-) {
-    let output = std::process::Command::new("journalctl")
-        .args([
-            "-o",
-            "json",
-            "--no-pager",
-            "--output-fields=PROXYUSERD_SEQ,PROXYUSERD_HASH",
-        ])
-        .arg("SYSLOG_IDENTIFIER=proxyuserd-audit")
-        .arg(format!("PROXYUSERD_CHAIN={chain}"))
-        .stderr(std::process::Stdio::null())
-        .output();
-    let output = match output {
-        Ok(output) if output.status.success() => output,
-        Ok(_) | Err(_) => {
-            found.journal = "journald copy not checked (journalctl cannot read it here)".into();
-            return;
-        }
-    };
-    // The hash of what the store holds now, recomputed: an edited record whose hash
-    // field was left alone differs from its copy too.
-    let stored: std::collections::HashMap<String, String> = records
-        .iter()
-        .map(|r| {
-            let seq = r.get(audit::SEQ).cloned().unwrap_or_default();
-            (seq, audit::record_hash(r))
-        })
-        .collect();
-    let mut copies = 0u64;
-    let mut lost = Vec::new();
-    for line in String::from_utf8_lossy(&output.stdout).lines() {
-        let Ok(entry) = serde_json::from_str::<serde_json::Value>(line) else {
-            continue;
-        };
-        let (Some(seq), Some(hash)) = (
-            entry["PROXYUSERD_SEQ"].as_str(),
-            entry["PROXYUSERD_HASH"].as_str(),
-        ) else {
-            continue;
-        };
-        let Ok(n) = seq.parse::<u64>() else { continue };
-        copies += 1;
-        if n <= checkpoint {
-            continue;
-        }
-        match stored.get(seq) {
-            Some(h) if h == hash => {}
-            Some(_) => lost.push(format!("record {seq} differs from its journald copy")),
-            None if n > head => lost.push(format!("record {seq} is in journald, after the head")),
-            None => lost.push(format!("record {seq} is in journald but not in the log")),
-        }
-    }
-    if copies == 0 {
-        found.journal = "journald holds no copy of this chain".into();
-        return;
-    }
-    found.journal = format!(
-        "journald holds {copies} copies of this chain's records: {}",
-        if lost.is_empty() {
-            "all match"
-        } else {
-            "some do not match"
-        }
-    );
-    found.problems.extend(lost);
 }
 
 /// The program to ask for, as a shell would find it: a bare name on the caller's PATH
@@ -1093,8 +947,12 @@ async fn list_jobs(jobs: &JobsProxy<'_>, login: String, json: bool) -> Outcome {
         print_json(&json!(list));
         return Ok(ExitCode::SUCCESS);
     }
+    if rows.is_empty() {
+        println!("no jobs of the user {login} acts as");
+        return Ok(ExitCode::SUCCESS);
+    }
     println!(
-        "{:<12} {:<8} {:>4} {:<14} {:<14} {:<27} COMMAND",
+        "{:<20} {:<8} {:>4} {:<14} {:<14} {:<27} COMMAND",
         "JOB", "STATE", "EXIT", "RUN AS", "LOGIN", "STARTED"
     );
     for (id, login, run_as, argv, state, started, _, code) in rows {
@@ -1105,7 +963,7 @@ async fn list_jobs(jobs: &JobsProxy<'_>, login: String, json: bool) -> Outcome {
         };
         let started = format_time(i64::try_from(started).unwrap_or(0));
         println!(
-            "{id:<12} {state:<8} {exit:>4} {run_as:<14} {login:<14} {started:<27} {}",
+            "{id:<20} {state:<8} {exit:>4} {run_as:<14} {login:<14} {started:<27} {}",
             argv.join(" ")
         );
     }
@@ -1128,6 +986,10 @@ async fn list_sessions(admin: &AdminProxy<'_>, json: bool) -> Outcome {
         print_json(&json!(list));
         return Ok(ExitCode::SUCCESS);
     }
+    if sessions.is_empty() {
+        println!("no open sessions");
+        return Ok(ExitCode::SUCCESS);
+    }
     println!(
         "{:<17} {:<5} {:<16} {:<16} {:<27} {:<27} ENDS",
         "ID", "KIND", "LOGIN", "PROXY", "CREATED", "LAST USED"
@@ -1146,4 +1008,28 @@ async fn list_sessions(admin: &AdminProxy<'_>, json: bool) -> Outcome {
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_name_the_commands_people_typed() {
+        assert_eq!(
+            as_commands(
+                "carol is not an admin (root or a member of wheel): AuditLog is for admins"
+            ),
+            "carol is not an admin (root or a member of wheel): proxyuserctl audit is for admins"
+        );
+        assert_eq!(
+            as_commands("ListRules, then Cancel."),
+            "proxyuserctl rules list, then proxyuserctl cancel."
+        );
+        // Not whole words, or part of a D-Bus name: left alone.
+        assert_eq!(
+            as_commands("Execute org.proxyuserd1.Pam.OpenSession Reloaded"),
+            "Execute org.proxyuserd1.Pam.OpenSession Reloaded"
+        );
+    }
 }

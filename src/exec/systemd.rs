@@ -192,6 +192,21 @@ pub fn unit_path(unit: &str) -> String {
     out
 }
 
+/// What `systemctl status` says of a job: who asked, as whom, what.
+fn description(unit: &str, spec: &JobSpec) -> String {
+    let login = spec
+        .env
+        .iter()
+        .find(|(k, _)| k == "PROXYUSERD_LOGIN_USER")
+        .map_or("?", |(_, v)| v.as_str());
+    let mut command = spec.argv.join(" ");
+    if command.chars().count() > 80 {
+        command = command.chars().take(79).collect::<String>() + "…";
+    }
+    let job = unit.trim_end_matches(".service");
+    format!("{job} for {login} as {}: {command}", spec.user)
+}
+
 /// The slice of a run-as user.
 pub fn slice_of(user: &str) -> String {
     format!("proxyuserd-{}.slice", escape(user))
@@ -306,10 +321,7 @@ impl Systemd {
         let argv: Vec<String> = spec.argv.iter().map(|a| a.replace('$', "$$")).collect();
         let exec_start = vec![(spec.argv[0].clone(), argv, false)];
         let mut props: Vec<(&str, Variant<'_>)> = vec![
-            (
-                "Description",
-                Variant::from(format!("proxyuserd job {unit} as {}", spec.user)),
-            ),
+            ("Description", Variant::from(description(unit, spec))),
             ("Type", Variant::from("exec")),
             ("ExecStart", Variant::from(exec_start)),
             ("User", Variant::from(spec.user.as_str())),
@@ -553,6 +565,26 @@ mod tests {
         assert_eq!(
             unit_path("proxyuserd-job-17.service"),
             "/org/freedesktop/systemd1/unit/proxyuserd_2djob_2d17_2eservice"
+        );
+    }
+
+    #[test]
+    fn a_job_unit_says_who_asked_and_what_runs() {
+        let spec = JobSpec {
+            argv: vec!["/usr/bin/make".into(), "report".into()],
+            env: vec![("PROXYUSERD_LOGIN_USER".into(), "alice".into())],
+            cwd: "/".into(),
+            user: "etl".into(),
+            uid: 1001,
+            gid: 1001,
+            gids: vec![1001],
+            stdout: "/dev/null".into(),
+            stderr: "/dev/null".into(),
+            stdin: None,
+        };
+        assert_eq!(
+            description("proxyuserd-job-17-abcd.service", &spec),
+            "proxyuserd-job-17-abcd for alice as etl: /usr/bin/make report"
         );
     }
 }

@@ -23,7 +23,7 @@ mod render;
 
 pub use compile::CompiledRules;
 pub use model::{RuleFile, RuleName, RuleView, Source};
-pub use parse::{parse_live_rule, parse_with_toml};
+pub use parse::{days_from_civil, parse_live_rule, parse_with_toml};
 pub use render::rfc3339 as format_time;
 
 /// The plain-form reader alone (`None`: not the plain form, or not valid), for the fuzz

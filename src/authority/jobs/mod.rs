@@ -396,8 +396,9 @@ impl Authority {
                 return Err(self.refuse(
                     caller,
                     Error::LimitsExceeded(format!(
-                        "{} already runs {here} jobs, the most exec.max_jobs_per_user allows",
-                        record.run_as
+                        "{} already runs {here} {}, the most exec.max_jobs_per_user allows",
+                        record.run_as,
+                        crate::authority::rules::plural(here, "job", "jobs")
                     )),
                 ));
             }

@@ -192,7 +192,10 @@ impl Authority {
         }
         if pruned > 0 {
             self.output_totals.forget();
-            tracing::info!("pruned {pruned} jobs older than {retention} s");
+            tracing::info!(
+                "pruned {pruned} {} older than {retention} s",
+                crate::authority::rules::plural(pruned, "job", "jobs")
+            );
         }
         Ok(pruned)
     }
