@@ -252,16 +252,16 @@ impl Env {
             .stderr(log);
         if let Some(fd) = self.inherited_fd {
             let null = std::fs::File::open("/dev/null").unwrap();
-            // SAFETY: dup2 is async-signal-safe; `null` stays open in the parent until
-            // the spawn returns. The copy at `fd` has no close-on-exec flag.
-            unsafe {
-                command.pre_exec(move || {
-                    if libc::dup2(std::os::fd::AsRawFd::as_raw_fd(&null), fd) < 0 {
-                        return Err(std::io::Error::last_os_error());
-                    }
-                    Ok(())
-                });
-            }
+            let in_child = move || {
+                // SAFETY: dup2 is async-signal-safe; `null` stays open in the parent
+                // until the spawn returns. The copy at `fd` has no close-on-exec flag.
+                if unsafe { libc::dup2(std::os::fd::AsRawFd::as_raw_fd(&null), fd) } < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            };
+            // SAFETY: `in_child` only calls dup2, which is async-signal-safe.
+            unsafe { command.pre_exec(in_child) };
         }
         let child = command.spawn().expect("spawn proxyuserd");
         self.pids.push(child.id());
