@@ -471,7 +471,16 @@ fn install_configured(guest: &Guest, deb: &std::path::Path) {
     guest.ok(&["dpkg", "-i", deb.to_str().unwrap()]);
     guest.write("/etc/proxyuserd/proxyuserd.toml", CONFIG);
     guest.write("/etc/proxyuserd/rules.d/10-base.toml", BASE_RULES);
-    guest.ok(&["systemctl", "restart", "proxyuserd"]);
+    let restart = guest.run(&["systemctl", "restart", "proxyuserd"]);
+    assert_eq!(
+        restart.code,
+        0,
+        "systemctl restart proxyuserd: {}\n{}",
+        restart.stderr,
+        guest
+            .run(&["journalctl", "-u", "proxyuserd", "--no-pager", "-n", "40"])
+            .stdout
+    );
     let set = guest.as_user(ALICE, "proxyuserctl proxy set pxt-etl");
     assert_eq!(set.code, 0, "{set:?}");
 }
