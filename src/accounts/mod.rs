@@ -115,10 +115,7 @@ struct Flight {
 
 impl Flight {
     fn land(&self, answer: &Answer) {
-        *self.answer.lock().unwrap_or_else(|e| e.into_inner()) = Some(match answer {
-            Ok(found) => Ok(found.clone()),
-            Err(err) => Err(err.duplicate()),
-        });
+        *self.answer.lock().unwrap_or_else(|e| e.into_inner()) = Some(copy(answer));
         self.landed.notify_all();
     }
 
@@ -129,10 +126,15 @@ impl Flight {
             .landed
             .wait_timeout_while(answer, timeout, |a| a.is_none())
             .unwrap_or_else(|e| e.into_inner());
-        answer.as_ref().map(|a| match a {
-            Ok(found) => Ok(found.clone()),
-            Err(err) => Err(err.duplicate()),
-        })
+        answer.as_ref().map(copy)
+    }
+}
+
+/// The same answer again, for another caller of a shared lookup.
+fn copy(answer: &Answer) -> Answer {
+    match answer {
+        Ok(found) => Ok(found.clone()),
+        Err(err) => Err(err.duplicate()),
     }
 }
 
