@@ -9,6 +9,10 @@ use crate::names::{check_group_name, check_user_name};
 
 pub const DEFAULT_PATH: &str = "/etc/proxyuserd/proxyuserd.toml";
 
+/// The copy of the configuration file the daemon last ran on, in `state_dir`: a start
+/// with a broken file runs on it (and says so) instead of not starting.
+pub const LAST_GOOD: &str = "config.last-good";
+
 /// Longest duration any setting takes (ten years), so that no deadline overflows.
 const MAX_SECS: u64 = 10 * 365 * 24 * 3600;
 
@@ -269,9 +273,17 @@ impl ConfigError {
 impl Config {
     /// Reads `path`; a missing file gives the defaults. Errors say `file:line:column`.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        Self::load_text(path).map(|(config, _)| config)
+    }
+
+    /// [`Config::load`], with the text it was read from ("" for a missing file): what
+    /// the daemon keeps as its last good configuration ([`LAST_GOOD`]).
+    pub fn load_text(path: &Path) -> Result<(Self, String), ConfigError> {
         let text = match std::fs::read_to_string(path) {
             Ok(text) => text,
-            Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(Config::default()),
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+                return Ok((Config::default(), String::new()));
+            }
             Err(err) => {
                 return Err(ConfigError::new(
                     path.display().to_string(),
@@ -279,7 +291,22 @@ impl Config {
                 ));
             }
         };
-        Self::parse(&path.display().to_string(), &text)
+        Ok((Self::parse(&path.display().to_string(), &text)?, text))
+    }
+
+    /// The state directory a configuration file names, read as leniently as it can be:
+    /// its `state_dir` if the file is TOML with such a string (as most broken files
+    /// are: an unknown key, a value out of range), else the default. Where a start with
+    /// a broken file looks for [`LAST_GOOD`].
+    pub fn state_dir_of(path: &Path) -> PathBuf {
+        std::fs::read_to_string(path)
+            .ok()
+            .and_then(|text| text.parse::<toml::Table>().ok())
+            .and_then(|table| match table.get("state_dir") {
+                Some(toml::Value::String(dir)) => Some(PathBuf::from(dir)),
+                _ => None,
+            })
+            .unwrap_or_else(|| Config::default().state_dir)
     }
 
     pub fn parse(file: &str, text: &str) -> Result<Self, ConfigError> {
@@ -410,37 +437,76 @@ impl Config {
     }
 }
 
-/// The keys (top-level, or sections) whose values differ between `running` and
-/// `read`: what a reload does not apply (every key takes effect at start).
-pub fn changed_keys(running: &Config, read: &Config) -> Vec<&'static str> {
-    let mut changed = Vec::new();
-    macro_rules! compare {
-        ($($key:ident),*) => {
-            $(if running.$key != read.$key {
-                changed.push(stringify!($key));
+/// What a reload makes of a configuration file read again.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reloaded {
+    /// The file as read, except the keys that need a restart: those keep their running
+    /// values, so this is what the daemon runs with after the reload.
+    pub config: Config,
+    /// Keys (sections as `exec`, or `section.key`) that changed and take effect now.
+    pub applied: Vec<&'static str>,
+    /// Keys that changed but are read only at start: they wait for a restart.
+    pub need_restart: Vec<&'static str>,
+}
+
+/// Splits a configuration read again (`read`) against the `running` one. The keys that
+/// need a restart are those the daemon builds something from at start: the store
+/// (`state_dir`, `store.cache_bytes`, `store.reserve_bytes`), the account cache
+/// (`nss_cache_secs`, `nss_timeout_ms`), `uid_min`, and where and how jobs run
+/// (`exec.backend`, `exec.containment`, `exec.slice_*`). Everything else is read where
+/// it is used and takes effect at once.
+pub fn reloaded(running: &Config, read: Config) -> Reloaded {
+    let mut config = read;
+    let mut need_restart = Vec::new();
+    macro_rules! keep_running {
+        ($($($key:ident).+),*) => {
+            $(if config.$($key).+ != running.$($key).+ {
+                need_restart.push(stringify!($($key).+));
+                config.$($key).+ = running.$($key).+.clone();
             })*
         };
     }
-    compare!(
+    keep_running!(
         state_dir,
+        nss_cache_secs,
+        nss_timeout_ms,
+        uid_min,
+        store.cache_bytes,
+        store.reserve_bytes,
+        exec.backend,
+        exec.containment,
+        exec.slice_cpu_quota_percent,
+        exec.slice_memory_max_bytes,
+        exec.slice_tasks_max
+    );
+    let mut applied = Vec::new();
+    macro_rules! applied {
+        ($($key:ident),*) => {
+            $(if config.$key != running.$key {
+                applied.push(stringify!($key));
+            })*
+        };
+    }
+    applied!(
         rules_dir,
         trusted_callers,
         admin_group,
-        nss_cache_secs,
-        nss_timeout_ms,
         revalidate_secs,
         denial_rate,
         denial_burst,
         write_rate_bytes,
         write_burst_bytes,
-        uid_min,
         privileged_groups,
         exec,
         sessions,
         store,
         audit
     );
-    changed
+    Reloaded {
+        config,
+        applied,
+        need_restart,
+    }
 }
 
 /// The `UID_MIN` of a login.defs text.
@@ -519,12 +585,35 @@ mod tests {
     }
 
     #[test]
-    fn changed_keys_name_what_differs() {
+    fn a_reload_applies_what_is_read_where_used_and_keeps_what_needs_a_restart() {
         let running = Config::default();
-        let read =
-            Config::parse("c.toml", "admin_group = \"wheel\"\n[exec]\nmax_args = 9\n").unwrap();
-        assert_eq!(changed_keys(&running, &read), vec!["admin_group", "exec"]);
-        assert!(changed_keys(&running, &running.clone()).is_empty());
+        let read = Config::parse(
+            "c.toml",
+            "admin_group = \"wheel\"\nnss_cache_secs = 9\n[exec]\nmax_args = 9\n\
+             backend = \"direct\"\n[store]\ncache_bytes = 2097152\nmin_free_bytes = 2\n",
+        )
+        .unwrap();
+        let reloaded = reloaded(&running, read);
+        assert_eq!(reloaded.applied, vec!["admin_group", "exec", "store"]);
+        assert_eq!(
+            reloaded.need_restart,
+            vec!["nss_cache_secs", "store.cache_bytes", "exec.backend"]
+        );
+        let config = reloaded.config;
+        assert_eq!(config.admin_group.as_deref(), Some("wheel"));
+        assert_eq!(config.exec.max_args, 9);
+        assert_eq!(config.store.min_free_bytes, 2);
+        // What needs a restart keeps the running value.
+        assert_eq!(config.nss_cache_secs, running.nss_cache_secs);
+        assert_eq!(config.exec.backend, running.exec.backend);
+        assert_eq!(config.store.cache_bytes, running.store.cache_bytes);
+        let same = reloaded_same(&running);
+        assert!(same.applied.is_empty() && same.need_restart.is_empty());
+        assert_eq!(same.config, running);
+    }
+
+    fn reloaded_same(running: &Config) -> Reloaded {
+        reloaded(running, running.clone())
     }
 
     #[test]

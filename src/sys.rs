@@ -143,6 +143,21 @@ pub fn watchdog_enabled() -> bool {
     for_us && std::env::var_os("WATCHDOG_USEC").is_some()
 }
 
+/// Writes `path` whole or not at all: a temporary file beside it, synced, renamed over
+/// it, and the directory synced.
+pub fn write_atomically(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let tmp = path.with_extension("tmp");
+    let mut file = std::fs::File::create(&tmp)?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    std::fs::rename(&tmp, path)?;
+    if let Some(parent) = path.parent() {
+        std::fs::File::open(parent)?.sync_all()?;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

@@ -318,6 +318,93 @@ fn check_config_reports_what_a_start_would_refuse_and_reload_refuses_a_broken_fi
 }
 
 #[test]
+fn a_reload_applies_live_keys_and_a_broken_file_at_start_runs_on_the_last_good_one() {
+    let mut env = Env::start("liveconfig");
+    let config = env.dir.join("proxyuserd.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    env.ctl_ok(ADMIN, &["rules", "list"]);
+
+    // A live key takes effect at the reload (audited), one that needs a restart is named.
+    let changed = text
+        .replace(
+            "admin_group = \"pxt-admins\"",
+            "admin_group = \"pxt-nosuchgroup\"",
+        )
+        .replace("state_dir", "nss_cache_secs = 9\nstate_dir");
+    assert_ne!(changed, text);
+    std::fs::write(&config, &changed).unwrap();
+    env.ctl_ok(ROOT, &["rules", "reload"]);
+    let denied = env.ctl_err(
+        ADMIN,
+        &["rules", "list"],
+        "org.freedesktop.DBus.Error.AccessDenied",
+    );
+    assert!(denied.contains("not an admin"), "{denied}");
+    let reloads = env.audit_events("rules-reload");
+    let last = reloads.last().unwrap();
+    assert_eq!(
+        last.get("config").map(String::as_str),
+        Some("admin_group"),
+        "{last:?}"
+    );
+    let messages = env.log_messages("needs a restart");
+    assert!(
+        messages
+            .iter()
+            .any(|m| m.contains("nss_cache_secs changed; needs a restart")),
+        "{messages:?}"
+    );
+    std::fs::write(&config, &text).unwrap();
+    env.ctl_ok(ROOT, &["rules", "reload"]);
+    env.ctl_ok(ADMIN, &["rules", "list"]);
+
+    // A restart with a typo runs on the last good file (admins stay admins), and says
+    // so once.
+    env.stop_daemon();
+    std::fs::write(&config, format!("{text}admin_gruop = \"x\"\n")).unwrap();
+    let before = env.daemon_log();
+    env.start_daemon();
+    env.ctl_ok(ADMIN, &["rules", "list"]);
+    let log = env.daemon_log();
+    let since = log.strip_prefix(before.as_str()).unwrap();
+    assert_eq!(
+        since.matches("unknown field `admin_gruop`").count(),
+        1,
+        "{since}"
+    );
+    assert!(
+        since.contains("running on the last good configuration"),
+        "{since}"
+    );
+    // A reload with the file still broken changes nothing; fixed, it is applied.
+    env.ctl_err(ROOT, &["rules", "reload"], INVALID_RULES);
+    std::fs::write(&config, &text).unwrap();
+    env.ctl_ok(ROOT, &["rules", "reload"]);
+
+    // No last good file (a first start) and a broken one: the daemon does not start,
+    // with the status the unit does not restart on.
+    env.stop_daemon();
+    std::fs::remove_file(env.state_dir().join("config.last-good")).unwrap();
+    std::fs::write(&config, format!("{text}admin_gruop = \"x\"\n")).unwrap();
+    let start = Out::from(
+        std::process::Command::new(bin("proxyuserd"))
+            .arg("--config")
+            .arg(&config)
+            .env("DBUS_SYSTEM_BUS_ADDRESS", &env.address)
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(start.code, 78, "{start:?}");
+    assert!(
+        start.stderr.contains("unknown field `admin_gruop`"),
+        "{start:?}"
+    );
+    std::fs::write(&config, &text).unwrap();
+    env.start_daemon();
+    env.ctl_ok(ADMIN, &["rules", "list"]);
+}
+
+#[test]
 fn rules_check_reports_every_error_and_warns_of_names_this_host_lacks() {
     let env = Env::start("check");
     let dir = env.state_dir().join("check");

@@ -669,7 +669,8 @@ fn broken_files_are_refused_visibly_under_systemd() {
     assert!(!status.contains("refused since"), "{status}");
 
     // A typo in the configuration: --check-config says where; a reload is refused and
-    // the daemon serves on; a restart fails visibly before the daemon starts.
+    // the daemon serves on; a restart does not take the service down: the daemon runs on
+    // the last good configuration and says so.
     guest.write(
         "/etc/proxyuserd/proxyuserd.toml",
         &format!("{CONFIG}admin_gruop = \"x\"\n"),
@@ -682,10 +683,72 @@ fn broken_files_are_refused_visibly_under_systemd() {
     let reload = guest.run(&["systemctl", "reload", "proxyuserd"]);
     assert_ne!(reload.code, 0, "{reload:?}");
     assert!(serving(), "a refused reload keeps the daemon serving");
+    let before = guest.ok(&["journalctl", "-u", "proxyuserd", "--no-pager", "-o", "cat"]);
     let restart = guest.run(&["systemctl", "restart", "proxyuserd"]);
-    assert_ne!(restart.code, 0, "{restart:?}");
+    assert_eq!(restart.code, 0, "{restart:?}");
+    assert!(
+        serving(),
+        "a restart with a broken file runs on the last good one"
+    );
+    let status = status_showing(&guest, "configuration file refused");
+    assert!(
+        status.contains("configuration file refused, running on the last good one")
+            && status.contains(&at),
+        "{status}"
+    );
     let journal = guest.ok(&["journalctl", "-u", "proxyuserd", "--no-pager", "-o", "cat"]);
-    assert!(journal.contains(&at), "{journal}");
+    let since_restart = journal.strip_prefix(before.as_str()).unwrap_or(&journal);
+    assert_eq!(
+        since_restart.matches(&at).count(),
+        1,
+        "the error is logged once: {since_restart}"
+    );
+    assert!(
+        since_restart.contains("running on the last good configuration"),
+        "{since_restart}"
+    );
+
+    // The fixed file with a live key changed: a reload applies it at once, and the
+    // status no longer says the file is refused.
+    guest.write(
+        "/etc/proxyuserd/proxyuserd.toml",
+        &CONFIG.replace("[exec]\n", "[exec]\nmax_args = 2\n"),
+    );
+    guest.ok(&["systemctl", "reload", "proxyuserd"]);
+    let refused = guest.as_user(ALICE, "proxyuserctl exec --cwd /tmp -- /bin/echo a b c");
+    assert_ne!(refused.code, 0, "{refused:?}");
+    assert!(
+        refused.stderr.contains("more than exec.max_args (2)"),
+        "{refused:?}"
+    );
+    let status = status_showing(&guest, "1 association");
+    assert!(!status.contains("configuration file refused"), "{status}");
+    guest.write("/etc/proxyuserd/proxyuserd.toml", CONFIG);
+    guest.ok(&["systemctl", "reload", "proxyuserd"]);
+    let echoed = guest.as_user(ALICE, "proxyuserctl exec --cwd /tmp -- /bin/echo a b c");
+    assert!(echoed.stdout.contains("a b c"), "{echoed:?}");
+
+    // A first start with a broken file and no last good one fails once, without a
+    // restart loop.
+    guest.ok(&["systemctl", "stop", "proxyuserd"]);
+    guest.ok(&["rm", "/var/lib/proxyuserd/config.last-good"]);
+    guest.write(
+        "/etc/proxyuserd/proxyuserd.toml",
+        &format!("{CONFIG}admin_gruop = \"x\"\n"),
+    );
+    let start = guest.run(&["systemctl", "start", "proxyuserd"]);
+    assert_ne!(start.code, 0, "{start:?}");
+    let shown = guest.run(&[
+        "systemctl",
+        "show",
+        "-p",
+        "NRestarts,ExecMainStatus",
+        "proxyuserd",
+    ]);
+    assert!(
+        shown.stdout.contains("NRestarts=0") && shown.stdout.contains("ExecMainStatus=78"),
+        "{shown:?}"
+    );
     guest.write("/etc/proxyuserd/proxyuserd.toml", CONFIG);
     guest.ok(&["systemctl", "reset-failed", "proxyuserd"]);
     guest.ok(&["systemctl", "start", "proxyuserd"]);

@@ -122,7 +122,9 @@ pub enum Notice {
 }
 
 pub struct Authority {
-    config: Config,
+    /// The running configuration; a reload swaps in what it applies
+    /// ([`crate::config::reloaded`]).
+    config: ArcSwap<Config>,
     store: Arc<Store>,
     ledger: Arc<Ledger>,
     directory: Directory,
@@ -140,6 +142,8 @@ pub struct Authority {
     parsed: rules::ParsedFiles,
     /// Held while a rule change is recorded and installed: one at a time.
     rule_changes: Mutex<()>,
+    /// Held by a reload (configuration and rules): one at a time.
+    reloading: Mutex<()>,
     /// Output and records kept per run-as user.
     output_totals: jobs::OutputTotals,
     /// The runtime jobs are supervised on and blocking work is handed to (taken at
@@ -150,6 +154,9 @@ pub struct Authority {
     /// Since when (µs) and why the rule files on disk are refused (the last good set
     /// is served meanwhile); `None` while they are the active set.
     refused: Mutex<Option<(Micros, String)>>,
+    /// Why the configuration file is refused (the daemon runs on the last good one);
+    /// `None` while it is the one running.
+    config_refused: Mutex<Option<String>>,
     /// Denials per second over the last minute: (second, count) by second % 60.
     denials: Mutex<[(u64, u32); 60]>,
 }
@@ -157,6 +164,8 @@ pub struct Authority {
 /// What `systemctl status` shows of the daemon (`STATUS=`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Status {
+    /// The configuration file is refused: why (the last good one runs).
+    pub config_refused: Option<String>,
     pub generation: u64,
     pub refused: Option<(Micros, String)>,
     pub associations: usize,
@@ -166,6 +175,13 @@ pub struct Status {
 
 impl std::fmt::Display for Status {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if let Some(why) = &self.config_refused {
+            let why: String = why.chars().take(200).collect();
+            write!(
+                f,
+                "configuration file refused, running on the last good one ({why}); "
+            )?;
+        }
         write!(f, "rules generation {}", self.generation)?;
         if let Some((since, why)) = &self.refused {
             let why: String = why.chars().take(200).collect();
@@ -222,7 +238,7 @@ impl Authority {
             ),
             throttle: throttle::Throttle::new(&config),
             uid_min: config.uid_min(),
-            config,
+            config: ArcSwap::from_pointee(config),
             store,
             ledger,
             rules: ArcSwap::from_pointee(CompiledRules::default()),
@@ -233,10 +249,12 @@ impl Authority {
             backend,
             parsed: Default::default(),
             rule_changes: Mutex::new(()),
+            reloading: Mutex::new(()),
             output_totals: Default::default(),
             runtime,
             config_path: config_path.to_path_buf(),
             refused: Mutex::new(None),
+            config_refused: Mutex::new(None),
             denials: Mutex::new([(0, 0); 60]),
         });
         authority.load_rules_at_start().map_err(OpenError::Rules)?;
@@ -256,6 +274,11 @@ impl Authority {
             .map(|(_, n)| *n)
             .sum();
         Status {
+            config_refused: self
+                .config_refused
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone(),
             generation: self.generation(),
             refused: self
                 .refused
@@ -285,18 +308,44 @@ impl Authority {
         }
     }
 
-    pub fn config(&self) -> &Config {
-        &self.config
+    /// Records that the configuration file is refused (`Some(why)`: the daemon runs on
+    /// the last good one), or that it is the one running (`None`).
+    pub fn set_config_refused(&self, why: Option<String>) {
+        *self
+            .config_refused
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = why;
     }
 
-    /// The access rules' view of the configuration.
-    fn policy(&self) -> access::Policy<'_> {
+    /// Keeps `text`, the configuration file the daemon runs on, as the last good one
+    /// (`state_dir/config.last-good`, written whole or not at all).
+    pub fn save_last_good(&self, text: &str) {
+        let path = self.config().state_dir.join(crate::config::LAST_GOOD);
+        if std::fs::read_to_string(&path).is_ok_and(|kept| kept == text) {
+            return;
+        }
+        if let Err(err) = crate::sys::write_atomically(&path, text.as_bytes()) {
+            tracing::warn!(
+                "cannot keep the configuration as the last good one in {}: {err}",
+                path.display()
+            );
+        }
+    }
+
+    /// The running configuration (a reload may swap it for the next call).
+    pub fn config(&self) -> Arc<Config> {
+        self.config.load_full()
+    }
+
+    /// The access rules' view of `config` (one [`Authority::config`], so that one
+    /// decision sees one configuration).
+    fn policy<'a>(&self, config: &'a Config) -> access::Policy<'a> {
         access::Policy {
-            admin_group: self.config.admin_group.as_deref(),
-            trusted_callers: &self.config.trusted_callers,
+            admin_group: config.admin_group.as_deref(),
+            trusted_callers: &config.trusted_callers,
             uid_min: self.uid_min,
-            privileged_groups: &self.config.privileged_groups,
-            gateway_runs_as_login: self.config.exec.gateway_runs_as_login,
+            privileged_groups: &config.privileged_groups,
+            gateway_runs_as_login: config.exec.gateway_runs_as_login,
         }
     }
 
@@ -340,7 +389,8 @@ impl Authority {
     pub fn caller(&self, uid: u32, pid: u32) -> Result<Caller, Error> {
         let account = self.directory.user_by_uid(uid)?;
         let facts = account.as_deref().map(|a| self.facts(a));
-        let policy = self.policy();
+        let config = self.config();
+        let policy = self.policy(&config);
         let caller = access::classify(uid, pid, facts.as_ref(), false, &policy);
         // Only a uid with powers is worth the walk that finds whether it is shared.
         if uid != 0 && (caller.admin || caller.trusted) && self.directory.uid_shared(uid)? {
@@ -467,7 +517,7 @@ impl Authority {
         {
             tracing::warn!(
                 "{caller} causes refusals faster than denial_rate ({}/s): its calls wait from now on",
-                self.config.denial_rate
+                self.config().denial_rate
             );
         }
     }
@@ -494,7 +544,7 @@ impl Authority {
 
     /// Admin operations: uid 0 or the admin group.
     fn require_admin(&self, caller: &Caller, operation: &str) -> Result<(), Error> {
-        access::admin(caller, operation, &self.policy()).map_err(|refusal| {
+        access::admin(caller, operation, &self.policy(&self.config())).map_err(|refusal| {
             self.deny(
                 caller,
                 operation,
@@ -537,7 +587,7 @@ fn subject<'a>(name: &'a str, account: Option<&'a Account>) -> Subject<'a> {
 /// When the expiry timer next has to look: the earliest rule expiry or the periodic
 /// revalidation, whichever comes first.
 pub fn next_check(authority: &Authority, now: Micros) -> Micros {
-    let periodic = now + crate::time::secs(authority.config.revalidate_secs.max(1));
+    let periodic = now + crate::time::secs(authority.config().revalidate_secs.max(1));
     authority
         .rules
         .load()

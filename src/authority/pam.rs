@@ -115,7 +115,9 @@ impl Authority {
         let Some(target_account) = self.directory.user(target)? else {
             return Ok(refuse(format!("no system user {target}")));
         };
-        if let Err(refusal) = access::proxy_target(&self.facts(&target_account), &self.policy()) {
+        if let Err(refusal) =
+            access::proxy_target(&self.facts(&target_account), &self.policy(&self.config()))
+        {
             return Ok(refuse(refusal.to_string()));
         }
         let requester_account = self.login_account(requester)?;

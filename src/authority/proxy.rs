@@ -141,7 +141,8 @@ impl Authority {
         login_account: Option<&Account>,
         proxy: &Account,
     ) -> (bool, String) {
-        if let Err(refusal) = access::proxy_target(&self.facts(proxy), &self.policy()) {
+        if let Err(refusal) = access::proxy_target(&self.facts(proxy), &self.policy(&self.config()))
+        {
             return (false, refusal.to_string());
         }
         let decision = decide(&self.rules.load(), login, login_account, proxy);
@@ -160,7 +161,8 @@ impl Authority {
         }
         names.sort();
         names.dedup();
-        let policy = self.policy();
+        let config = self.config();
+        let policy = self.policy(&config);
         let mut allowed = Vec::new();
         for name in names {
             if let Some(account) = self.directory.user(&name)?
@@ -211,7 +213,9 @@ impl Authority {
                 .with("proxy", proxy);
             self.deny(caller, operation, draft, err)
         };
-        if let Err(refusal) = access::proxy_target(&self.facts(&proxy_account), &self.policy()) {
+        if let Err(refusal) =
+            access::proxy_target(&self.facts(&proxy_account), &self.policy(&self.config()))
+        {
             return Err(denied(Error::NotAllowed(refusal.to_string())));
         }
         let mut txn = self.begin()?;
@@ -289,7 +293,9 @@ impl Authority {
         let Some(proxy_account) = self.directory.user(proxy)? else {
             return Ok(Err(format!("system user {proxy} no longer exists")));
         };
-        if let Err(refusal) = access::proxy_target(&self.facts(&proxy_account), &self.policy()) {
+        if let Err(refusal) =
+            access::proxy_target(&self.facts(&proxy_account), &self.policy(&self.config()))
+        {
             return Ok(Err(refusal.to_string()));
         }
         let login_account = self.login_account(login)?;

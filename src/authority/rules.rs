@@ -177,7 +177,8 @@ impl Authority {
     pub(super) fn load_rules_at_start(&self) -> Result<(), Error> {
         let snapshot = self.store.rule_snapshot()?.unwrap_or_default();
         let live = live_rules(&self.store)?;
-        let from_disk = read_rule_dir(&self.config.rules_dir)
+        let rules_dir = self.config().rules_dir.clone();
+        let from_disk = read_rule_dir(&rules_dir)
             .map_err(|e| e.to_string())
             .and_then(|sources| {
                 let files = self.parsed.parse(&sources).map_err(|e| e.to_string())?;
@@ -204,7 +205,7 @@ impl Authority {
             Err(err) => {
                 tracing::error!(
                     "rules in {} are not valid, serving the last good rules: {err}",
-                    self.config.rules_dir.display()
+                    rules_dir.display()
                 );
                 self.set_refused(Some(err.clone()));
                 let compiled = self
@@ -278,37 +279,75 @@ impl Authority {
         Ok(generation)
     }
 
-    /// Re-reads the configuration file (refused if it is not valid: nothing changes)
-    /// and the rule files. `caller` is `None` for SIGHUP.
+    /// Re-reads the configuration file and the rule files (those of the `rules_dir` it
+    /// names), and applies both or neither: a file that is not valid refuses the whole
+    /// reload. The keys that need a restart keep their running values (and are named in
+    /// the journal). `caller` is `None` for SIGHUP.
     pub fn reload(&self, caller: Option<&Caller>) -> Result<u64, Error> {
         if let Some(caller) = caller {
             self.require_admin(caller, "Reload")?;
         }
-        let config = Config::load(&self.config_path).map_err(|e| {
+        // One reload at a time, so that the configuration swapped in is the one whose
+        // rules were committed.
+        let _reloading = self.reloading.lock().unwrap_or_else(|e| e.into_inner());
+        let (read, text) = Config::load_text(&self.config_path).map_err(|e| {
             Error::InvalidRules(format!(
                 "{e}; nothing reloaded, the running configuration stays"
             ))
         })?;
-        let restart = crate::config::changed_keys(&self.config, &config);
-        if !restart.is_empty() {
-            tracing::warn!(
-                "{}: {} changed; needs a restart to take effect (systemctl restart proxyuserd)",
-                self.config_path.display(),
-                restart.join(", ")
-            );
-        }
-        let result = self.reload_rules(caller);
+        let running = self.config();
+        let reloaded = crate::config::reloaded(&running, read);
+        let result = self.reload_rules(caller, &reloaded.config.rules_dir, &reloaded.applied);
         match &result {
             Ok(_) => self.set_refused(None),
             Err(Error::InvalidRules(why)) => self.set_refused(Some(why.clone())),
             Err(_) => {}
         }
-        result
+        let generation = result?;
+        self.set_config_refused(None);
+        if !reloaded.need_restart.is_empty() {
+            tracing::warn!(
+                "{}: {} changed; needs a restart to take effect (systemctl restart proxyuserd)",
+                self.config_path.display(),
+                reloaded.need_restart.join(", ")
+            );
+        }
+        if !reloaded.applied.is_empty() {
+            self.apply_config(reloaded.config);
+            tracing::info!(
+                "{}: {} applied",
+                self.config_path.display(),
+                reloaded.applied.join(", ")
+            );
+            // Who is an admin, a trusted caller or privileged may have changed: the
+            // associations are checked again against the new configuration.
+            let revoked = self.sweep();
+            if revoked > 0 {
+                tracing::info!(
+                    "{revoked} {} revoked by the new configuration",
+                    plural(revoked, "association", "associations")
+                );
+            }
+        }
+        self.save_last_good(&text);
+        Ok(generation)
     }
 
-    fn reload_rules(&self, caller: Option<&Caller>) -> Result<u64, Error> {
-        let sources = read_rule_dir(&self.config.rules_dir)
-            .map_err(|e| Error::InvalidRules(e.to_string()))?;
+    /// Swaps in a reloaded configuration and what is built from it.
+    fn apply_config(&self, config: Config) {
+        self.throttle.set_rates(&config);
+        self.config.store(Arc::new(config));
+        // The expiry timer's period (`revalidate_secs`) may have changed.
+        self.rules_changed.notify_waiters();
+    }
+
+    fn reload_rules(
+        &self,
+        caller: Option<&Caller>,
+        rules_dir: &Path,
+        config_applied: &[&str],
+    ) -> Result<u64, Error> {
+        let sources = read_rule_dir(rules_dir).map_err(|e| Error::InvalidRules(e.to_string()))?;
         let files = self
             .parsed
             .parse(&sources)
@@ -322,6 +361,9 @@ impl Authority {
             let mut draft = Draft::new(Event::RulesReload)
                 .with("trigger", trigger)
                 .with("files", sources.len().to_string());
+            if !config_applied.is_empty() {
+                draft = draft.with("config", config_applied.join(","));
+            }
             if let Some(caller) = caller {
                 draft = draft.caller(caller);
             }
@@ -469,7 +511,8 @@ impl Authority {
 
     /// Deletes audit records past `audit.max_bytes` / `audit.retention_secs`.
     pub fn prune_audit(&self) -> Result<u64, Error> {
-        let audit = &self.config.audit;
+        let config = self.config();
+        let audit = &config.audit;
         Ok(self.ledger.prune(
             audit.max_bytes,
             crate::time::secs(audit.retention_secs),

@@ -82,14 +82,14 @@ impl Authority {
 
     /// When a session ends if it is not used again.
     fn session_end(&self, session: &SessionRecord) -> i64 {
-        let idle = crate::time::secs(self.config.sessions.idle_secs);
+        let idle = crate::time::secs(self.config().sessions.idle_secs);
         session.expires.min(session.last_used.saturating_add(idle))
     }
 
     /// How stale a stored `last_used` may get before a use writes it again: a sixteenth
     /// of the idle timeout (a session may end that much early), at most a minute.
     fn renewal_interval(&self) -> i64 {
-        (crate::time::secs(self.config.sessions.idle_secs) / 16).min(60_000_000)
+        (crate::time::secs(self.config().sessions.idle_secs) / 16).min(60_000_000)
     }
 
     /// Deletions of `login`'s proxy sessions that are not for `keep` (a bounded read
@@ -113,7 +113,7 @@ impl Authority {
 
     /// Most sessions one login can have (login and proxy tickets together).
     fn session_cap(&self) -> usize {
-        2 * self.config.sessions.max_per_login as usize + 2
+        2 * self.config().sessions.max_per_login as usize + 2
     }
 
     pub fn open_session(&self, caller: &Caller, login: &str) -> Result<String, Error> {
@@ -122,7 +122,7 @@ impl Authority {
             .map_err(|e| self.refuse(caller, Error::InvalidArgs(format!("login: {e}"))))?;
         let account = self.login_account(login)?;
         let facts = account.as_deref().map(|a| self.facts(a));
-        if let Err(refusal) = access::session_login(facts.as_ref(), &self.policy()) {
+        if let Err(refusal) = access::session_login(facts.as_ref(), &self.policy(&self.config())) {
             let draft = Draft::new(Event::Denied).with("login", login);
             return Err(self.deny(
                 caller,
@@ -134,7 +134,7 @@ impl Authority {
         let ticket = self.new_ticket()?;
         let key = ticket_key(&ticket);
         let now = now_micros();
-        let ttl = crate::time::secs(self.config.sessions.ttl_secs);
+        let ttl = crate::time::secs(self.config().sessions.ttl_secs);
         let session = SessionRecord {
             id: short_id(&key),
             kind: LOGIN,
@@ -154,7 +154,7 @@ impl Authority {
         let mut evicted = Vec::new();
         let own = store.sessions_of(login, self.session_cap())?;
         let logins: Vec<_> = own.iter().filter(|(_, s)| s.kind == LOGIN).collect();
-        if logins.len() >= self.config.sessions.max_per_login as usize
+        if logins.len() >= self.config().sessions.max_per_login as usize
             && let Some((oldest_key, oldest)) = logins.iter().min_by_key(|(_, s)| s.created)
         {
             evicted.push(oldest.id.clone());
@@ -371,7 +371,8 @@ impl Authority {
         self.require_gateway(caller, "ResolveCookies")?;
         let pairs = cookies::parse(header)
             .map_err(|e| self.refuse(caller, Error::InvalidArgs(e.to_string())))?;
-        let config = &self.config.sessions;
+        let config = self.config();
+        let config = &config.sessions;
         let now = now_micros();
         let resolved = |key: &str, session: &SessionRecord| {
             self.session_identity(key, session, now, false)

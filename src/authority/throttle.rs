@@ -43,9 +43,15 @@ impl Rate {
 }
 
 pub struct Throttle {
+    users: Mutex<Users>,
+}
+
+/// The budgets of the users who spent some, and the rates they are spent at (a reload
+/// may change them).
+struct Users {
     refusals: Rate,
     writes: Rate,
-    users: Mutex<HashMap<u32, User>>,
+    by_key: HashMap<u32, User>,
 }
 
 #[derive(Clone, Copy)]
@@ -76,30 +82,48 @@ impl Throttle {
     /// second after `write_burst`; a rate of 0 means no limit.
     pub fn with_rates(rate: u64, burst: u64, write_rate: u64, write_burst: u64) -> Self {
         Throttle {
-            refusals: Rate::new(rate, burst),
-            writes: Rate::new(write_rate, write_burst),
-            users: Mutex::new(HashMap::new()),
+            users: Mutex::new(Users {
+                refusals: Rate::new(rate, burst),
+                writes: Rate::new(write_rate, write_burst),
+                by_key: HashMap::new(),
+            }),
         }
+    }
+
+    /// The rates of a reloaded configuration; what users spent so far stays spent.
+    pub fn set_rates(&self, config: &Config) {
+        let mut users = self.users.lock().unwrap_or_else(|e| e.into_inner());
+        users.refusals = Rate::new(
+            u64::from(config.denial_rate),
+            u64::from(config.denial_burst),
+        );
+        users.writes = Rate::new(config.write_rate_bytes, config.write_burst_bytes);
     }
 
     /// How long a call under `key` waits before it is served (usually zero).
     pub fn delay(&self, key: u32, now: Instant) -> Duration {
         let users = self.users.lock().unwrap_or_else(|e| e.into_inner());
-        users.get(&key).map_or(Duration::ZERO, |user| {
+        users.by_key.get(&key).map_or(Duration::ZERO, |user| {
             let wait = |budget: &Budget, rate: &Rate| {
                 if rate.per_unit.is_none() {
                     return Duration::ZERO;
                 }
                 budget.tat.saturating_duration_since(now + rate.tolerance)
             };
-            wait(&user.refusals, &self.refusals).max(wait(&user.writes, &self.writes))
+            wait(&user.refusals, &users.refusals).max(wait(&user.writes, &users.writes))
         })
     }
 
     /// Counts a refusal under `key`; true if it is what starts slowing the user down
     /// (again only once the user has had its whole burst back).
     pub fn denied(&self, key: u32, now: Instant) -> bool {
-        self.spend(key, now, 1, |user| &mut user.refusals, self.refusals)
+        self.spend(
+            key,
+            now,
+            1,
+            |user| &mut user.refusals,
+            |users| users.refusals,
+        )
     }
 
     /// Counts `bytes` written on behalf of `key`; true if that starts slowing it down.
@@ -107,7 +131,13 @@ impl Throttle {
         if bytes == 0 {
             return false;
         }
-        let starts = self.spend(key, now, bytes, |user| &mut user.writes, self.writes);
+        let starts = self.spend(
+            key,
+            now,
+            bytes,
+            |user| &mut user.writes,
+            |users| users.writes,
+        );
         if starts {
             tracing::warn!(
                 "uid {key} makes the daemon write faster than write_rate_bytes: its calls wait \
@@ -123,12 +153,14 @@ impl Throttle {
         now: Instant,
         units: u64,
         budget: impl Fn(&mut User) -> &mut Budget,
-        rate: Rate,
+        rate: impl Fn(&Users) -> Rate,
     ) -> bool {
+        let mut users = self.users.lock().unwrap_or_else(|e| e.into_inner());
+        let rate = rate(&users);
         let Some(per_unit) = rate.per_unit else {
             return false;
         };
-        let mut users = self.users.lock().unwrap_or_else(|e| e.into_inner());
+        let users = &mut users.by_key;
         if users.len() >= TRACKED {
             users.retain(|_, user| user.refusals.tat > now || user.writes.tat > now);
         }
@@ -198,6 +230,22 @@ mod tests {
             assert!(!unlimited.denied(7, now));
         }
         assert_eq!(unlimited.delay(7, now), Duration::ZERO);
+    }
+
+    #[test]
+    fn new_rates_apply_to_the_next_cost_and_what_was_spent_stays_spent() {
+        let throttle = Throttle::with_rates(0, 1, 0, 0);
+        let now = Instant::now();
+        assert!(!throttle.denied(7, now), "no limit");
+        let config = Config {
+            denial_rate: 10,
+            denial_burst: 1,
+            ..Config::default()
+        };
+        throttle.set_rates(&config);
+        assert!(!throttle.denied(7, now));
+        assert!(throttle.denied(7, now), "the new burst is spent");
+        assert_eq!(throttle.delay(7, now), Duration::from_millis(100));
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! The daemon: configuration, logging, the bus connection, signals, timers, shutdown.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -16,7 +16,7 @@ use crate::bus::{
     self, AdminInterface, BUS_NAME, Callers, IdentityInterface, JobsInterface, OBJECT_PATH,
     PamInterface, SessionsInterface, Shared,
 };
-use crate::config::{self, BackendChoice, Config};
+use crate::config::{self, BackendChoice, Config, ConfigError};
 use crate::exec::Backend;
 use crate::exec::contain::Containment;
 use crate::exec::systemd::{SliceLimits, Systemd};
@@ -75,7 +75,15 @@ pub enum DaemonError {
 }
 
 /// Runs the daemon until SIGTERM or SIGINT.
-pub async fn run(config_path: PathBuf, config: Config) -> Result<(), DaemonError> {
+///
+/// `source` is the text of the configuration file the daemon runs on, kept as the last
+/// good one once the daemon has started, or why the file is refused (then `config` is
+/// the last good one).
+pub async fn run(
+    config_path: PathBuf,
+    config: Config,
+    source: Result<String, String>,
+) -> Result<(), DaemonError> {
     sys::ignore_sigxfsz();
     // Nothing the daemon creates is for others, and nothing should reach its working
     // directory through /proc/PID/cwd.
@@ -109,6 +117,10 @@ pub async fn run(config_path: PathBuf, config: Config) -> Result<(), DaemonError
         Authority::open(&config_path, config, journal, backend, runtime)
     })
     .await??;
+    match source {
+        Ok(text) => authority.save_last_good(&text),
+        Err(refused) => authority.set_config_refused(Some(refused)),
+    }
     authority
         .recover_jobs()
         .await
@@ -294,22 +306,24 @@ async fn report_status(authority: Arc<Authority>) {
     }
 }
 
-/// Deletes old jobs now and then (exec.retention_secs).
+/// Deletes old jobs now and then (exec.retention_secs; 0 keeps them).
 async fn prune_jobs(authority: Arc<Authority>) {
-    let retention = authority.config().exec.retention_secs;
-    if retention == 0 {
-        return;
-    }
-    let every = Duration::from_secs(retention.clamp(1, 600));
-    periodically(every, "pruning old jobs", move || authority.prune_jobs()).await
+    let period = {
+        let authority = authority.clone();
+        move || match authority.config().exec.retention_secs {
+            0 => None,
+            retention => Some(Duration::from_secs(retention.clamp(1, 600))),
+        }
+    };
+    periodically(period, "pruning old jobs", move || authority.prune_jobs()).await
 }
 
 /// Keeps the audit log within `audit.max_bytes` and `audit.retention_secs`.
 /// Often enough that a flood of records (bounded by the write budgets) cannot carry the
 /// log far past its limit; a check under the limit costs nothing.
 async fn prune_audit(authority: Arc<Authority>) {
-    let every = Duration::from_secs(5);
-    periodically(every, "pruning the audit log", move || {
+    let period = || Some(Duration::from_secs(5));
+    periodically(period, "pruning the audit log", move || {
         authority.prune_audit().map(|n| n as usize)
     })
     .await
@@ -317,30 +331,41 @@ async fn prune_audit(authority: Arc<Authority>) {
 
 /// Ends expired sessions soon after they expire.
 async fn purge_sessions(authority: Arc<Authority>) {
-    let sessions = &authority.config().sessions;
-    let every = (sessions.idle_secs.min(sessions.ttl_secs) / 4).clamp(1, 60);
-    let every = Duration::from_secs(every);
-    periodically(every, "purging expired sessions", move || {
+    let period = {
+        let authority = authority.clone();
+        move || {
+            let config = authority.config();
+            let sessions = &config.sessions;
+            let every = (sessions.idle_secs.min(sessions.ttl_secs) / 4).clamp(1, 60);
+            Some(Duration::from_secs(every))
+        }
+    };
+    periodically(period, "purging expired sessions", move || {
         authority.purge_sessions()
     })
     .await
 }
 
-/// Runs blocking `work` every `period`, logging its failures as `what` failing.
+/// Runs blocking `work` at once and then every `period()` (read again each time: a
+/// reload may change it; `None`: not now, look again in a minute), logging its failures
+/// as `what` failing.
 async fn periodically(
-    period: Duration,
+    period: impl Fn() -> Option<Duration>,
     what: &'static str,
     work: impl Fn() -> Result<usize, crate::authority::Error> + Clone + Send + 'static,
 ) {
-    let mut every = tokio::time::interval(period);
     loop {
-        every.tick().await;
+        let Some(every) = period() else {
+            tokio::time::sleep(Duration::from_secs(60)).await;
+            continue;
+        };
         let work = work.clone();
         match tokio::task::spawn_blocking(work).await {
             Ok(Err(err)) => tracing::error!("{what} failed: {err}"),
             Err(err) => tracing::error!("{what} failed: {err}"),
             Ok(Ok(_)) => {}
         }
+        tokio::time::sleep(every).await;
     }
 }
 
@@ -370,6 +395,41 @@ pub fn check_config(path: &std::path::Path) -> Result<String, String> {
         path.display(),
         config.rules_dir.display()
     ))
+}
+
+/// Exit status of a start without a usable configuration (`EX_CONFIG`): the unit does
+/// not restart on it (`RestartPreventExitStatus=`), as nothing would change.
+pub const EXIT_CONFIG: u8 = 78;
+
+/// The configuration a start runs on, and where it comes from: the file (`Ok`, its
+/// text) or, when the file is refused, the last good copy the daemon kept
+/// ([`config::LAST_GOOD`]; `Err`, why the file is refused), so that a typo does not
+/// turn a restart into an outage. `Err` when neither can be used.
+fn start_config(path: &Path) -> Result<(Config, Result<String, String>), ConfigError> {
+    let refused = match Config::load_text(path) {
+        Ok((config, text)) => return Ok((config, Ok(text))),
+        Err(err) => err,
+    };
+    let dir = Config::state_dir_of(path);
+    let last_good = dir.join(config::LAST_GOOD);
+    // Only a copy in a state directory that is the daemon's alone is trusted.
+    let kept = crate::authority::secure_state_dir(&dir)
+        .ok()
+        .and_then(|()| std::fs::read_to_string(&last_good).ok());
+    let Some(text) = kept else {
+        return Err(refused);
+    };
+    match Config::parse(&last_good.display().to_string(), &text) {
+        Ok(config) => {
+            report(&format!(
+                "{refused}; running on the last good configuration ({}) until the file is \
+                 fixed and reloaded (systemctl reload proxyuserd)",
+                last_good.display()
+            ));
+            Ok((config, Err(refused.to_string())))
+        }
+        Err(_) => Err(refused),
+    }
 }
 
 /// Reports a fatal error once: to the journal when the daemon logs there, else to
@@ -403,11 +463,11 @@ pub fn main() -> std::process::ExitCode {
         };
     }
     init_logging();
-    let config = match Config::load(&args.config) {
-        Ok(config) => config,
+    let (config, source) = match start_config(&args.config) {
+        Ok(start) => start,
         Err(err) => {
             report(&err.to_string());
-            return std::process::ExitCode::FAILURE;
+            return std::process::ExitCode::from(EXIT_CONFIG);
         }
     };
     let runtime = match tokio::runtime::Builder::new_current_thread()
@@ -420,7 +480,7 @@ pub fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
-    let result = runtime.block_on(run(args.config.clone(), config));
+    let result = runtime.block_on(run(args.config.clone(), config, source));
     // Background tasks (signal forwarding, timers) end with the runtime.
     runtime.shutdown_timeout(Duration::from_secs(2));
     match result {

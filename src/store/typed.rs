@@ -1,6 +1,5 @@
 //! Typed reads and writes of the records, and the keys they live under.
 
-use std::io::Write as _;
 use std::path::PathBuf;
 
 use sha2::{Digest, Sha256};
@@ -263,17 +262,8 @@ impl Store {
         if path.exists() {
             return Ok(sha256);
         }
-        let tmp = path.with_extension("tmp");
-        let io = |e: std::io::Error| StoreError::Io(format!("{}: {e}", tmp.display()));
-        let mut file = std::fs::File::create(&tmp).map_err(io)?;
-        file.write_all(&content).map_err(io)?;
-        file.sync_all().map_err(io)?;
-        std::fs::rename(&tmp, &path).map_err(io)?;
-        if let Some(parent) = path.parent() {
-            std::fs::File::open(parent)
-                .and_then(|d| d.sync_all())
-                .map_err(io)?;
-        }
+        crate::sys::write_atomically(&path, &content)
+            .map_err(|e| StoreError::Io(format!("{}: {e}", path.display())))?;
         Ok(sha256)
     }
 

@@ -92,7 +92,7 @@ pub(super) struct StartError {
 
 impl Authority {
     fn job_dir(&self, id: &str) -> PathBuf {
-        self.config.state_dir.join("jobs").join(id)
+        self.config().state_dir.join("jobs").join(id)
     }
 
     /// How many jobs the daemon supervises now.
@@ -216,7 +216,8 @@ impl Authority {
         stdin: Option<std::os::fd::OwnedFd>,
     ) -> Result<PreparedJob, Error> {
         self.authorize(caller, "Exec", login)?;
-        request::check(&self.config.exec, &argv, &env, cwd).map_err(|e| self.refuse(caller, e))?;
+        request::check(&self.config().exec, &argv, &env, cwd)
+            .map_err(|e| self.refuse(caller, e))?;
 
         // Whom to run as: authorization is checked again here, whatever the client
         // cached, and the access rules decide which account that may be.
@@ -226,7 +227,7 @@ impl Authority {
             (false, Some(facts)) => access::Acting::Proxy(facts),
             (_, facts) => access::Acting::Itself(facts),
         };
-        if let Err(refusal) = access::run_as(caller, login, &asked, &self.policy()) {
+        if let Err(refusal) = access::run_as(caller, login, &asked, &self.policy(&self.config())) {
             let draft = Draft::new(Event::Denied)
                 .with("login", login)
                 .with("effective", acting.effective.as_str());
@@ -239,9 +240,10 @@ impl Authority {
         let account = acting
             .account
             .expect("run_as refuses a login without an account");
-        let exec_config = &self.config.exec;
+        let config = self.config();
+        let exec_config = &config.exec;
         if let Some(free) = self.store.free_bytes()
-            && free < self.config.store.min_free_bytes
+            && free < config.store.min_free_bytes
         {
             return Err(self.refuse(
                 caller,
@@ -249,7 +251,7 @@ impl Authority {
                     "the state file system has {} free, less than store.min_free_bytes ({}): \
                      new jobs are refused until space is freed",
                     bytes(free),
-                    bytes(self.config.store.min_free_bytes)
+                    bytes(config.store.min_free_bytes)
                 )),
             ));
         }
@@ -389,7 +391,7 @@ impl Authority {
                 .values()
                 .filter(|job| job.run_as == record.run_as)
                 .count();
-            let max = self.config.exec.max_jobs_per_user as usize;
+            let max = self.config().exec.max_jobs_per_user as usize;
             if here >= max {
                 drop(running);
                 drop(txn);
@@ -458,7 +460,7 @@ impl Authority {
             exec::Backend::Systemd(systemd, limits) => {
                 let unit = unit.to_string();
                 let watch = systemd
-                    .start(&unit, &spec, limits, self.config.exec.timeout_secs)
+                    .start(&unit, &spec, limits, self.config().exec.timeout_secs)
                     .await
                     .map_err(|e| StartError {
                         caller_fault: e.caller_fault,

@@ -96,7 +96,8 @@ impl Authority {
     }
 
     fn try_keep_within_limits(&self, run_as: &str) -> Result<(), Error> {
-        let limits = &self.config.exec;
+        let config = self.config();
+        let limits = &config.exec;
         let (max_bytes, max_jobs) = (
             limits.max_output_bytes_per_user,
             limits.max_jobs_kept_per_user,
@@ -160,7 +161,7 @@ impl Authority {
     /// Deletes finished jobs (records and output) older than `exec.retention_secs`:
     /// found by a walk in pages, deleted in transactions of a bounded size.
     pub fn prune_jobs(&self) -> Result<usize, Error> {
-        let retention = self.config.exec.retention_secs;
+        let retention = self.config().exec.retention_secs;
         if retention == 0 {
             return Ok(0);
         }
