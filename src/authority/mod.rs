@@ -403,7 +403,7 @@ impl Authority {
     }
 
     /// Why the store takes no writes, if it does not.
-    pub fn store_unavailable(&self) -> Option<String> {
+    pub fn store_unavailable(&self) -> Option<crate::store::Unavailable> {
         self.store.unavailable()
     }
 

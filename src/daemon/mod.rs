@@ -75,14 +75,10 @@ pub enum DaemonError {
 }
 
 /// Runs the daemon until SIGTERM or SIGINT.
-///
-/// `source` is the text of the configuration file the daemon runs on, kept as the last
-/// good one once the daemon has started, or why the file is refused (then `config` is
-/// the last good one).
 pub async fn run(
     config_path: PathBuf,
     config: Config,
-    source: Result<String, String>,
+    source: ConfigSource,
 ) -> Result<(), DaemonError> {
     sys::ignore_sigxfsz();
     // Nothing the daemon creates is for others, and nothing should reach its working
@@ -118,8 +114,10 @@ pub async fn run(
     })
     .await??;
     match source {
-        Ok(text) => authority.save_last_good(&text),
-        Err(refused) => authority.set_config_refused(Some(refused)),
+        ConfigSource::File(text) => authority.save_last_good(&text),
+        ConfigSource::LastGood { refused } => {
+            authority.set_config_refused(Some(refused.to_string()))
+        }
     }
     authority
         .recover_jobs()
@@ -401,13 +399,22 @@ pub fn check_config(path: &std::path::Path) -> Result<String, String> {
 /// not restart on it (`RestartPreventExitStatus=`), as nothing would change.
 pub const EXIT_CONFIG: u8 = 78;
 
-/// The configuration a start runs on, and where it comes from: the file (`Ok`, its
-/// text) or, when the file is refused, the last good copy the daemon kept
-/// ([`config::LAST_GOOD`]; `Err`, why the file is refused), so that a typo does not
-/// turn a restart into an outage. `Err` when neither can be used.
-fn start_config(path: &Path) -> Result<(Config, Result<String, String>), ConfigError> {
+/// Where the configuration a start runs on comes from.
+pub enum ConfigSource {
+    /// The configuration file, with its text (kept as the last good one once the
+    /// daemon has started).
+    File(String),
+    /// The last good copy the daemon kept ([`config::LAST_GOOD`]), because the file is
+    /// refused.
+    LastGood { refused: ConfigError },
+}
+
+/// The configuration a start runs on: the file or, when the file is refused, the last
+/// good copy, so that a typo does not turn a restart into an outage. `Err` when neither
+/// can be used.
+fn start_config(path: &Path) -> Result<(Config, ConfigSource), ConfigError> {
     let refused = match Config::load_text(path) {
-        Ok((config, text)) => return Ok((config, Ok(text))),
+        Ok((config, text)) => return Ok((config, ConfigSource::File(text))),
         Err(err) => err,
     };
     let dir = Config::state_dir_of(path);
@@ -426,7 +433,7 @@ fn start_config(path: &Path) -> Result<(Config, Result<String, String>), ConfigE
                  fixed and reloaded (systemctl reload proxyuserd)",
                 last_good.display()
             ));
-            Ok((config, Err(refused.to_string())))
+            Ok((config, ConfigSource::LastGood { refused }))
         }
         Err(_) => Err(refused),
     }

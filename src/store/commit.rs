@@ -17,7 +17,7 @@ use std::thread::JoinHandle;
 
 use tokio::sync::watch;
 
-use super::{Db, Tree};
+use super::{Db, IoFailure, Tree, Unavailable};
 
 /// What one applied change replaced: (tree, key, the value before; `None` for none).
 pub(super) type Replaced = Vec<(Tree, Vec<u8>, Option<sled::IVec>)>;
@@ -48,7 +48,7 @@ struct State {
     /// How far the previous epoch got before it failed.
     durable_before: u64,
     /// Why writes are refused, until the store is reopened.
-    failure: Option<String>,
+    failure: Option<Unavailable>,
     /// Work for the hooks even without new applies.
     nudged: bool,
     stopping: bool,
@@ -56,12 +56,12 @@ struct State {
 
 impl State {
     /// Ok once `ticket` is durable; Err if it never will be; None to keep waiting.
-    fn outcome(&self, ticket: Ticket) -> Option<Result<(), String>> {
+    fn outcome(&self, ticket: Ticket) -> Option<Result<(), Unavailable>> {
         if ticket.epoch < self.epoch {
             return Some(if ticket.n <= self.durable_before {
                 Ok(())
             } else {
-                Err("the store failed before this change reached the disk".into())
+                Err(Unavailable::Lost)
             });
         }
         if ticket.n <= self.durable {
@@ -71,7 +71,7 @@ impl State {
             return Some(Err(why.clone()));
         }
         if self.stopping {
-            return Some(Err("the store is closing".into()));
+            return Some(Err(Unavailable::Closing));
         }
         None
     }
@@ -230,12 +230,12 @@ impl Commits {
         self.changed.notify_all();
     }
 
-    pub(super) fn failure(&self) -> Option<String> {
+    pub(super) fn failure(&self) -> Option<Unavailable> {
         self.lock().failure.clone()
     }
 
     /// Refuses writes from now on (until [`recovered`](Self::recovered)).
-    pub(super) fn fail(&self, why: String) {
+    pub(super) fn fail(&self, why: Unavailable) {
         let mut state = self.lock();
         if state.failure.is_none() {
             tracing::error!("the state store takes no writes until it is reopened: {why}");
@@ -261,7 +261,7 @@ impl Commits {
         self.publish(&state);
     }
 
-    pub(super) fn wait(&self, ticket: Ticket) -> Result<(), String> {
+    pub(super) fn wait(&self, ticket: Ticket) -> Result<(), Unavailable> {
         let mut state = self.lock();
         loop {
             if let Some(outcome) = state.outcome(ticket) {
@@ -271,7 +271,7 @@ impl Commits {
         }
     }
 
-    pub(super) async fn wait_async(&self, ticket: Ticket) -> Result<(), String> {
+    pub(super) async fn wait_async(&self, ticket: Ticket) -> Result<(), Unavailable> {
         // Usually nothing is in flight: answer without a subscription.
         if let Some(outcome) = self.lock().outcome(ticket) {
             return outcome;
@@ -280,7 +280,7 @@ impl Commits {
         let state = progress
             .wait_for(|state| state.outcome(ticket).is_some())
             .await
-            .map_err(|_| "the store is closed".to_string())?;
+            .map_err(|_| Unavailable::Closing)?;
         state.outcome(ticket).unwrap_or(Ok(()))
     }
 
@@ -334,7 +334,7 @@ impl Commits {
             let db = self.db.lock().unwrap_or_else(|e| e.into_inner()).clone();
             let flushed = match &db {
                 Some(db) => db.flush(&self.dir),
-                None => Err("the store is not open".into()),
+                None => Err(IoFailure::other("the store", "not open")),
             };
             drop(db);
             let mut state = self.lock();
@@ -352,12 +352,12 @@ impl Commits {
                     }
                 }
                 Err(why) => {
-                    if why.contains("No space left") || why.contains("os error 28") {
+                    if why.disk_full {
                         super::release_reserve(&self.dir);
                     }
                     tracing::error!("flushing the state store failed: {why}");
                     if state.failure.is_none() {
-                        state.failure = Some(format!("flush to disk failed: {why}"));
+                        state.failure = Some(Unavailable::Flush(why));
                     }
                     self.freeze_overlay();
                     self.publish(&state);

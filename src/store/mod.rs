@@ -15,13 +15,13 @@
 //! room to reopen and to go on recording.
 
 mod commit;
+mod error;
 mod records;
 mod schema;
 mod typed;
 
 use std::collections::HashSet;
 use std::ffi::OsString;
-use std::fmt;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -35,6 +35,7 @@ use sled::Transactional;
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 
 pub use commit::{Hooks, Ticket};
+pub use error::{IoFailure, StoreError, Unavailable};
 pub use records::{
     Association, AuditStats, Checkpoint, JobEnd, JobRecord, JobState, RuleSnapshot, SessionKind,
     SessionRecord,
@@ -81,44 +82,6 @@ const TREES: [(Tree, &str); 8] = [
     (Tree::Sessions, "sessions"),
     (Tree::SessionsByLogin, "sessions-by-login"),
 ];
-
-#[derive(Debug, Clone)]
-pub enum StoreError {
-    /// The database could not be opened, read or written.
-    Io(String),
-    /// The store takes no writes now: a flush failed (memory may be ahead of the disk)
-    /// or the store could not be opened; it is reopened once that can work again.
-    Unavailable(String),
-    /// A record on disk does not decode.
-    Corrupt {
-        tree: &'static str,
-        key: String,
-        why: String,
-    },
-}
-
-impl fmt::Display for StoreError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            StoreError::Io(why) => write!(f, "state store: {why}"),
-            StoreError::Unavailable(why) => write!(f, "state store takes no writes: {why}"),
-            StoreError::Corrupt { tree, key, why } => {
-                write!(
-                    f,
-                    "state store: record {key:?} in {tree} does not decode: {why}"
-                )
-            }
-        }
-    }
-}
-
-impl std::error::Error for StoreError {}
-
-impl From<sled::Error> for StoreError {
-    fn from(err: sled::Error) -> Self {
-        StoreError::Io(err.to_string())
-    }
-}
 
 /// One change to apply in a [`Store::apply`].
 #[derive(Debug, Clone)]
@@ -211,14 +174,21 @@ impl Db {
                 _ => break,
             }
         }
-        let sled =
-            opened.map_err(|e| StoreError::Io(format!("cannot open {}: {e}", dir.display())))?;
+        let sled = opened.map_err(|e| {
+            StoreError::Io(IoFailure::sled(
+                format!("cannot open {}", dir.display()),
+                &e,
+            ))
+        })?;
         let trees = TREES
             .iter()
             .map(|(_, name)| sled.open_tree(name))
             .collect::<Result<_, _>>()?;
         let log = File::open(dir.join("db")).map_err(|e| {
-            StoreError::Io(format!("cannot open {}: {e}", dir.join("db").display()))
+            StoreError::Io(IoFailure::io(
+                format!("cannot open {}", dir.join("db").display()),
+                &e,
+            ))
         })?;
         Ok(Db {
             sled,
@@ -234,34 +204,38 @@ impl Db {
 
     /// Makes everything applied so far durable: sled's flush, the blob files it wrote
     /// since the last time (and their directory), then the log's `fdatasync`.
-    fn flush(&self, dir: &Path) -> Result<(), String> {
-        self.sled.flush().map_err(|e| e.to_string())?;
+    fn flush(&self, dir: &Path) -> Result<(), IoFailure> {
+        self.sled
+            .flush()
+            .map_err(|e| IoFailure::sled("sled's flush", &e))?;
         self.sync_blobs(&dir.join("blobs"))?;
         self.log
             .sync_data()
-            .map_err(|e| format!("fdatasync of the log failed: {e}"))
+            .map_err(|e| IoFailure::io("fdatasync of the log", &e))
     }
 
-    fn sync_blobs(&self, blobs: &Path) -> Result<(), String> {
+    fn sync_blobs(&self, blobs: &Path) -> Result<(), IoFailure> {
         let entries = match std::fs::read_dir(blobs) {
             Ok(entries) => entries,
             Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-            Err(err) => return Err(format!("{}: {err}", blobs.display())),
+            Err(err) => return Err(IoFailure::io(blobs.display().to_string(), &err)),
         };
         let mut synced = self.synced_blobs.lock().unwrap_or_else(|e| e.into_inner());
         let mut present = HashSet::new();
         let mut new = false;
         for entry in entries {
-            let name = entry.map_err(|e| e.to_string())?.file_name();
+            let name = entry
+                .map_err(|e| IoFailure::io(blobs.display().to_string(), &e))?
+                .file_name();
             if !synced.contains(&name) {
                 let path = blobs.join(&name);
                 match File::open(&path) {
                     Ok(file) => file
                         .sync_all()
-                        .map_err(|e| format!("fsync of {}: {e}", path.display()))?,
+                        .map_err(|e| IoFailure::io(format!("fsync of {}", path.display()), &e))?,
                     // Collected by sled meanwhile.
                     Err(err) if err.kind() == std::io::ErrorKind::NotFound => continue,
-                    Err(err) => return Err(format!("{}: {err}", path.display())),
+                    Err(err) => return Err(IoFailure::io(path.display().to_string(), &err)),
                 }
                 new = true;
             }
@@ -271,7 +245,7 @@ impl Db {
         if new {
             File::open(blobs)
                 .and_then(|d| d.sync_all())
-                .map_err(|e| format!("fsync of {}: {e}", blobs.display()))?;
+                .map_err(|e| IoFailure::io(format!("fsync of {}", blobs.display()), &e))?;
         }
         Ok(())
     }
@@ -289,7 +263,7 @@ impl Store {
     /// full disk it releases its reserve to be able to open.
     pub fn open(dir: &Path, config: StoreConfig) -> Result<Self, StoreError> {
         let db = match Db::open(dir, &config) {
-            Err(err) if is_disk_full(&err) => {
+            Err(err) if err.disk_full() => {
                 release_reserve(dir);
                 Db::open(dir, &config)?
             }
@@ -318,13 +292,13 @@ impl Store {
     }
 
     fn db(&self) -> Result<Arc<Db>, StoreError> {
-        self.db
-            .load_full()
-            .ok_or_else(|| StoreError::Unavailable(self.commits.failure().unwrap_or_default()))
+        self.db.load_full().ok_or_else(|| {
+            StoreError::Unavailable(self.commits.failure().unwrap_or(Unavailable::Closing))
+        })
     }
 
     /// Why the store takes no writes, if it does not.
-    pub fn unavailable(&self) -> Option<String> {
+    pub fn unavailable(&self) -> Option<Unavailable> {
         self.commits.failure()
     }
 
@@ -513,14 +487,20 @@ impl Store {
             })
             .map_err(|e| match e {
                 TransactionError::Storage(e) => StoreError::from(e),
-                TransactionError::Abort(()) => StoreError::Io("transaction aborted".into()),
+                TransactionError::Abort(()) => {
+                    StoreError::Io(IoFailure::other("a transaction", "aborted"))
+                }
             });
         match applied {
             Ok(replaced) => Ok(self.commits.applied(replaced)),
             Err(err) => {
                 // sled refuses everything after an I/O error: reopen once possible.
-                let why = format!("a write failed: {err}");
-                self.failed(&why);
+                let failure = match err {
+                    StoreError::Io(failure) => failure,
+                    other => IoFailure::other("a write", other),
+                };
+                let why = Unavailable::Write(failure);
+                self.failed(why.clone());
                 Err(StoreError::Unavailable(why))
             }
         }
@@ -532,11 +512,11 @@ impl Store {
         self.wait_durable(ticket)
     }
 
-    fn failed(&self, why: &str) {
-        if why.contains("No space left") || why.contains("os error 28") {
+    fn failed(&self, why: Unavailable) {
+        if why.disk_full() {
             release_reserve(&self.dir);
         }
-        self.commits.fail(why.to_string());
+        self.commits.fail(why);
     }
 
     /// The ticket of everything applied so far.
@@ -585,10 +565,14 @@ impl Store {
             }
         }
         let db = Arc::new(Db::open(&self.dir, &self.config).map_err(|e| {
-            if is_disk_full(&e) {
+            if e.disk_full() {
                 release_reserve(&self.dir);
             }
-            StoreError::Unavailable(e.to_string())
+            let failure = match e {
+                StoreError::Io(failure) => failure,
+                other => IoFailure::other("opening the database", other),
+            };
+            StoreError::Unavailable(Unavailable::Reopen(failure))
         })?);
         schema::migrate(self, &db)?;
         self.db.store(Some(db.clone()));
@@ -679,11 +663,6 @@ fn release_reserve(dir: &Path) {
             path.display()
         );
     }
-}
-
-fn is_disk_full(err: &StoreError) -> bool {
-    let text = err.to_string();
-    text.contains("No space left") || text.contains("os error 28")
 }
 
 #[cfg(test)]

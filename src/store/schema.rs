@@ -7,7 +7,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{AuditStats, Db, RuleSnapshot, Store, StoreError, Tree, Write, keys};
+use super::{AuditStats, Db, IoFailure, RuleSnapshot, Store, StoreError, Tree, Write, keys};
 
 /// The schema this build writes.
 pub const SCHEMA_VERSION: u32 = 2;
@@ -30,10 +30,10 @@ pub(super) fn migrate(store: &Store, db: &Db) -> Result<(), StoreError> {
     let fresh = version.is_none() && db.trees.iter().all(sled::Tree::is_empty);
     match version {
         Some(SCHEMA_VERSION) => Ok(()),
-        Some(newer) if newer > SCHEMA_VERSION => Err(StoreError::Io(format!(
-            "the store has schema version {newer}, newer than this proxyuserd knows \
-             ({SCHEMA_VERSION}): use a newer proxyuserd or restore a backup"
-        ))),
+        Some(newer) if newer > SCHEMA_VERSION => Err(StoreError::Newer {
+            found: newer,
+            known: SCHEMA_VERSION,
+        }),
         _ if fresh => write(db, &[Write::put(Tree::Meta, keys::SCHEMA, &SCHEMA_VERSION)]),
         _ => {
             let from = version.unwrap_or(1);
@@ -55,7 +55,7 @@ fn write(db: &Db, writes: &[Write]) -> Result<(), StoreError> {
     db.sled.flush()?;
     db.log
         .sync_data()
-        .map_err(|e| StoreError::Io(format!("fdatasync failed: {e}")))
+        .map_err(|e| StoreError::Io(IoFailure::io("fdatasync of the log", &e)))
 }
 
 fn from_1_to_2(store: &Store, db: &Db) -> Result<(), StoreError> {

@@ -104,14 +104,22 @@ fn a_failed_store_refuses_writes_serves_reads_and_reopens_on_the_disk_state() {
     store
         .commit(&[Write::put(Tree::Associations, "alice", &assoc("etl"))])
         .unwrap();
-    store.commits.fail("disk full (test)".into());
+    let full = std::io::Error::from_raw_os_error(libc::ENOSPC);
+    let why = Unavailable::Flush(IoFailure::io("fdatasync of the log (test)", &full));
+    assert!(why.disk_full());
+    store.commits.fail(why.clone());
     let err = store
         .apply(&[Write::put(Tree::Associations, "bob", &assoc("etl"))])
         .unwrap_err();
     assert!(matches!(err, StoreError::Unavailable(_)), "{err}");
-    assert!(err.to_string().contains("disk full (test)"), "{err}");
+    assert!(err.disk_full(), "{err}");
+    assert!(
+        err.to_string()
+            .contains("flush to disk failed: fdatasync of the log (test): No space left"),
+        "{err}"
+    );
     assert_eq!(store.association("alice").unwrap().unwrap().proxy, "etl");
-    assert_eq!(store.unavailable().as_deref(), Some("disk full (test)"));
+    assert_eq!(store.unavailable(), Some(why));
     store.reopen().unwrap();
     assert_eq!(store.unavailable(), None);
     store
@@ -131,9 +139,15 @@ fn a_ticket_of_a_failed_epoch_is_never_durable() {
         .unwrap();
     store.wait_durable(durable).unwrap();
     // A ticket the committer has not flushed when the store fails.
-    store.commits.fail("test".into());
+    store.commits.fail(Unavailable::Write(IoFailure::other(
+        "a write (test)",
+        "refused",
+    )));
     let lost = store.commits.phantom();
-    assert!(store.wait_durable(lost).is_err());
+    assert!(matches!(
+        store.wait_durable(lost),
+        Err(StoreError::Unavailable(Unavailable::Write(_)))
+    ));
     store.reopen().unwrap();
     assert!(store.wait_durable(lost).is_err());
     assert!(store.wait_durable(durable).is_ok());

@@ -5,8 +5,8 @@ use std::path::PathBuf;
 use sha2::{Digest, Sha256};
 
 use super::{
-    Association, AuditStats, Checkpoint, JobRecord, RuleSnapshot, SessionRecord, Store, StoreError,
-    Tree, Write,
+    Association, AuditStats, Checkpoint, IoFailure, JobRecord, RuleSnapshot, SessionRecord, Store,
+    StoreError, Tree, Write,
 };
 
 /// Keys of the meta tree and of the index trees.
@@ -263,7 +263,7 @@ impl Store {
             return Ok(sha256);
         }
         crate::sys::write_atomically(&path, &content)
-            .map_err(|e| StoreError::Io(format!("{}: {e}", path.display())))?;
+            .map_err(|e| StoreError::Io(IoFailure::io(path.display().to_string(), &e)))?;
         Ok(sha256)
     }
 
@@ -273,8 +273,8 @@ impl Store {
             return Ok(Vec::new());
         }
         let path = self.rule_files_path(sha256);
-        let content =
-            std::fs::read(&path).map_err(|e| StoreError::Io(format!("{}: {e}", path.display())))?;
+        let content = std::fs::read(&path)
+            .map_err(|e| StoreError::Io(IoFailure::io(path.display().to_string(), &e)))?;
         if crate::sys::hex(&Sha256::digest(&content)) != sha256 {
             return Err(StoreError::Corrupt {
                 tree: "rule snapshot",
