@@ -721,7 +721,14 @@ fn broken_files_are_refused_visibly_under_systemd() {
         refused.stderr.contains("more than exec.max_args (2)"),
         "{refused:?}"
     );
-    let status = status_showing(&guest, "1 association");
+    let mut status = String::new();
+    for _ in 0..100 {
+        status = status_showing(&guest, "1 association");
+        if !status.contains("configuration file refused") {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
     assert!(!status.contains("configuration file refused"), "{status}");
     guest.write("/etc/proxyuserd/proxyuserd.toml", CONFIG);
     guest.ok(&["systemctl", "reload", "proxyuserd"]);
