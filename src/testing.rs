@@ -381,7 +381,13 @@ pub const START: Micros = 1_893_456_000_000_000;
 impl Harness {
     /// A harness with the standard accounts and [`BASE_RULES`].
     pub async fn start() -> Harness {
-        Harness::with(&[("10-base.toml", BASE_RULES)], |_| {}).await
+        Harness::configured(|_| {}).await
+    }
+
+    /// A harness with [`BASE_RULES`] and the configuration `adjust` makes of the
+    /// harness's.
+    pub async fn configured(adjust: impl FnOnce(&mut Config)) -> Harness {
+        Harness::with(&[("10-base.toml", BASE_RULES)], adjust).await
     }
 
     /// A harness with rule files `rules` (name, text) and the configuration `adjust`

@@ -241,7 +241,7 @@ async fn an_expired_rule_ends_its_associations_at_the_next_revalidation() {
 
 #[tokio::test]
 async fn a_session_ends_when_the_clock_passes_its_idle_timeout() {
-    let harness = Harness::with(&[("10-base.toml", proxyuserd::testing::BASE_RULES)], |c| {
+    let harness = Harness::configured(|c| {
         c.sessions.idle_secs = 600;
     })
     .await;
@@ -344,7 +344,7 @@ async fn a_cancelled_job_gets_sigterm_and_ends_killed() {
 
 #[tokio::test]
 async fn a_job_that_ignores_sigterm_is_killed_after_the_grace() {
-    let harness = Harness::with(&[("10-base.toml", proxyuserd::testing::BASE_RULES)], |c| {
+    let harness = Harness::configured(|c| {
         c.exec.kill_grace_secs = 1;
     })
     .await;
@@ -393,7 +393,7 @@ async fn a_program_that_cannot_start_is_the_callers_fault_and_recorded_failed() 
 
 #[tokio::test]
 async fn the_running_job_limit_holds_per_run_as_user() {
-    let harness = Harness::with(&[("10-base.toml", proxyuserd::testing::BASE_RULES)], |c| {
+    let harness = Harness::configured(|c| {
         c.exec.max_jobs_per_user = 1;
     })
     .await;
