@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::names::{check_group_name, check_user_name};
 
@@ -22,7 +22,7 @@ const MAX_NSS_TIMEOUT_MS: u64 = 600_000;
 /// Bound of `denial_rate` and `denial_burst`.
 const MAX_DENIALS: u32 = 1_000_000;
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     /// Where the sled store and job output live (`StateDirectory=` in the unit).
@@ -87,7 +87,7 @@ impl Default for Config {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ExecConfig {
     /// `PATH` of every job.
@@ -159,7 +159,7 @@ impl Default for ExecConfig {
 }
 
 /// Where jobs run (`exec.backend`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum BackendChoice {
     /// Transient systemd units when systemd is PID 1, else `direct`.
@@ -171,7 +171,7 @@ pub enum BackendChoice {
 }
 
 /// How the direct backend contains jobs (`exec.containment`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ContainmentChoice {
     /// A cgroup v2 per job where the daemon can create one, else `subreaper`.
@@ -182,7 +182,7 @@ pub enum ContainmentChoice {
     Subreaper,
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SessionsConfig {
     /// Absolute lifetime of a session.
@@ -208,7 +208,7 @@ impl Default for SessionsConfig {
 }
 
 /// `[store]`: the state store's sizes.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StoreConfig {
     /// sled's page cache (its own default would be 1 GiB).
@@ -233,7 +233,7 @@ impl Default for StoreConfig {
 
 /// `[audit]`: how much of the audit log the store keeps (journald keeps the long-term
 /// copy). Pruning leaves a checkpoint so that the rest still verifies.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AuditConfig {
     /// Bytes of audit records kept in the store; the oldest are deleted past it. 0: no

@@ -29,5 +29,7 @@ pub mod names;
 pub mod policy;
 pub mod store;
 pub(crate) mod sys;
+#[cfg(feature = "testing")]
+pub mod testing;
 pub mod time;
 pub mod wire;

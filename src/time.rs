@@ -19,3 +19,19 @@ pub fn secs(secs: u64) -> Micros {
         .unwrap_or(i64::MAX)
         .saturating_mul(1_000_000)
 }
+
+/// Where the authority reads the time: the wall clock in the daemon, a clock the test
+/// moves by hand in the in-process tests.
+pub trait Clock: Send + Sync {
+    fn now(&self) -> Micros;
+}
+
+/// The wall clock ([`now_micros`]).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> Micros {
+        now_micros()
+    }
+}

@@ -1,4 +1,8 @@
 //! System accounts: NSS lookups (so LDAP/SSSD accounts work) behind a short cache.
+//!
+//! The lookups themselves are an [`AccountSource`]: [`Nss`] in the daemon, a table in the
+//! in-process tests; the cache, the timeout and the sharing of lookups are the same for
+//! both.
 
 use std::collections::HashMap;
 use std::ffi::CString;
@@ -84,6 +88,55 @@ fn lookup_error(what: impl Into<String>, err: nix::Error) -> LookupError {
     }
 }
 
+/// Where a [`Directory`] gets its answers: the raw lookups, uncached. A call may block
+/// for as long as the user database takes (the directory bounds the wait).
+pub trait AccountSource: Send + Sync + 'static {
+    /// The account named `name` with all its groups; `Ok(None)` if there is none.
+    fn user(&self, name: &str) -> Result<Option<Account>, LookupError>;
+    /// The account with uid `uid`; `Ok(None)` if there is none.
+    fn user_by_uid(&self, uid: u32) -> Result<Option<Account>, LookupError>;
+    /// The user names in group `group`: its member list plus the accounts whose primary
+    /// group it is, sorted, each once; empty if there is no such group.
+    fn group_members(&self, group: &str) -> Result<Vec<String>, LookupError>;
+    /// Whether more than one account name has uid `uid`.
+    fn uid_shared(&self, uid: u32) -> bool;
+}
+
+/// The system's user database through NSS (`getpwnam`, `getgrouplist`, …).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Nss;
+
+impl AccountSource for Nss {
+    fn user(&self, name: &str) -> Result<Option<Account>, LookupError> {
+        User::from_name(name)
+            .map_err(|e| lookup_error(name, e))?
+            .map(account)
+            .transpose()
+    }
+
+    fn user_by_uid(&self, uid: u32) -> Result<Option<Account>, LookupError> {
+        User::from_uid(Uid::from_raw(uid))
+            .map_err(|e| lookup_error(format!("uid {uid}"), e))?
+            .map(account)
+            .transpose()
+    }
+
+    fn group_members(&self, group: &str) -> Result<Vec<String>, LookupError> {
+        let Some(entry) = Group::from_name(group).map_err(|e| lookup_error(group, e))? else {
+            return Ok(Vec::new());
+        };
+        let mut members = entry.mem;
+        members.extend(sys::users_with_primary_gid(entry.gid.as_raw()));
+        members.sort();
+        members.dedup();
+        Ok(members)
+    }
+
+    fn uid_shared(&self, uid: u32) -> bool {
+        sys::users_with_uid(uid).len() > 1
+    }
+}
+
 /// Accounts by key, each with the time it was looked up.
 type Cache<K> = Mutex<HashMap<K, (Instant, Option<Arc<Account>>)>>;
 
@@ -91,6 +144,7 @@ type Cache<K> = Mutex<HashMap<K, (Instant, Option<Arc<Account>>)>>;
 /// bus connection) does not reread `/etc/passwd` or ask SSSD each time. `ttl` zero
 /// disables the cache. Every lookup is bounded by `timeout` (see [`Directory::bounded`]).
 pub struct Directory {
+    source: Arc<dyn AccountSource>,
     ttl: Duration,
     timeout: Duration,
     /// NSS lookups started and not yet returned, abandoned ones included.
@@ -154,7 +208,13 @@ impl Directory {
     }
 
     pub fn with_timeout(ttl: Duration, timeout: Duration) -> Self {
+        Self::with_source(ttl, timeout, Arc::new(Nss))
+    }
+
+    /// A directory that asks `source` instead of NSS.
+    pub fn with_source(ttl: Duration, timeout: Duration, source: Arc<dyn AccountSource>) -> Self {
         Directory {
+            source,
             ttl,
             timeout,
             lookups: Arc::new(AtomicUsize::new(0)),
@@ -167,17 +227,17 @@ impl Directory {
 
     /// The account named `name`, `None` if there is none.
     pub fn user(&self, name: &str) -> Result<Option<Arc<Account>>, LookupError> {
-        let owned = name.to_string();
+        let (source, owned) = (self.source.clone(), name.to_string());
         self.cached(&self.by_name, name, name.to_string(), move || {
-            User::from_name(&owned).map_err(|e| lookup_error(owned.as_str(), e))
+            source.user(&owned)
         })
     }
 
     /// The account with uid `uid`, `None` if there is none.
     pub fn user_by_uid(&self, uid: u32) -> Result<Option<Arc<Account>>, LookupError> {
-        let what = format!("uid {uid}");
-        self.cached(&self.by_uid, &uid, what.clone(), move || {
-            User::from_uid(Uid::from_raw(uid)).map_err(|e| lookup_error(what, e))
+        let source = self.source.clone();
+        self.cached(&self.by_uid, &uid, format!("uid {uid}"), move || {
+            source.user_by_uid(uid)
         })
     }
 
@@ -231,7 +291,7 @@ impl Directory {
         cache: &Cache<K>,
         key: &Q,
         what: String,
-        lookup: impl FnOnce() -> Result<Option<User>, LookupError> + Send + 'static,
+        lookup: impl FnOnce() -> Result<Option<Account>, LookupError> + Send + 'static,
     ) -> Result<Option<Arc<Account>>, LookupError>
     where
         K: std::borrow::Borrow<Q> + std::hash::Hash + Eq,
@@ -266,10 +326,7 @@ impl Directory {
                 })
             });
         }
-        let answer = self.bounded(&what, move || match lookup()? {
-            Some(user) => Ok(Some(Arc::new(account(user)?))),
-            None => Ok(None),
-        });
+        let answer = self.bounded(&what, move || Ok(lookup()?.map(Arc::new)));
         if let Ok(found) = &answer
             && !self.ttl.is_zero()
         {
@@ -312,18 +369,9 @@ impl Directory {
     /// The user names in group `group`: its member list plus the accounts whose primary
     /// group it is.
     pub fn group_members(&self, group: &str) -> Result<Vec<String>, LookupError> {
-        let group = group.to_string();
+        let (source, owned) = (self.source.clone(), group.to_string());
         self.bounded(&format!("group {group}"), move || {
-            let Some(entry) =
-                Group::from_name(&group).map_err(|e| lookup_error(group.as_str(), e))?
-            else {
-                return Ok(Vec::new());
-            };
-            let mut members = entry.mem;
-            members.extend(sys::users_with_primary_gid(entry.gid.as_raw()));
-            members.sort();
-            members.dedup();
-            Ok(members)
+            source.group_members(&owned)
         })
     }
 
@@ -336,7 +384,7 @@ impl Directory {
         {
             return Ok(*shared);
         }
-        let shared = sys::users_with_uid(uid).len() > 1;
+        let shared = self.source.uid_shared(uid);
         if cache.len() >= CACHE_LIMIT {
             cache.clear();
         }

@@ -27,13 +27,14 @@ use arc_swap::ArcSwap;
 use tokio::sync::{Notify, mpsc};
 
 use crate::access::{self, AccountFacts, Caller};
-use crate::accounts::{Account, Directory, LookupError};
+use crate::accounts::{Account, AccountSource, Directory, LookupError, Nss};
 use crate::audit::journal::Journal;
 use crate::audit::{AuditUnavailable, Draft, Event, Ledger, Txn};
 use crate::config::Config;
 use crate::names::check_user_name;
 use crate::policy::{CompiledRules, Micros, Subject};
 use crate::store::{Store, StoreConfig, StoreError, Ticket};
+use crate::time::{Clock, SystemClock};
 
 pub use jobs::{JobPage, STREAMS, WaitFor, bytes};
 pub use pam::PamPlace;
@@ -121,10 +122,29 @@ pub enum Notice {
     },
 }
 
+/// What the authority asks of the host besides the store: the user database and the
+/// time. The daemon's are NSS and the wall clock ([`Host::default`]); the in-process
+/// tests bring a table of accounts and a clock they move by hand.
+#[derive(Clone)]
+pub struct Host {
+    pub accounts: Arc<dyn AccountSource>,
+    pub clock: Arc<dyn Clock>,
+}
+
+impl Default for Host {
+    fn default() -> Self {
+        Host {
+            accounts: Arc::new(Nss),
+            clock: Arc::new(SystemClock),
+        }
+    }
+}
+
 pub struct Authority {
     /// The running configuration; a reload swaps in what it applies
     /// ([`crate::config::reloaded`]).
     config: ArcSwap<Config>,
+    clock: Arc<dyn Clock>,
     store: Arc<Store>,
     ledger: Arc<Ledger>,
     directory: Directory,
@@ -209,13 +229,14 @@ impl std::fmt::Display for Status {
 
 impl Authority {
     /// Opens the store, continues the audit chain and loads the rules (falling back to
-    /// the last good set if the files are broken). Blocking; then
-    /// [`Authority::fail_stale_jobs`] before serving.
+    /// the last good set if the files are broken), asking `host` for accounts and the
+    /// time. Blocking; then [`Authority::recover_jobs`] before serving.
     pub fn open(
         config_path: &Path,
         config: Config,
         journal: Option<Journal>,
         backend: crate::exec::Backend,
+        host: Host,
         runtime: tokio::runtime::Handle,
     ) -> Result<(Arc<Self>, mpsc::UnboundedReceiver<Notice>), OpenError> {
         let store = Arc::new(Store::open(
@@ -232,10 +253,12 @@ impl Authority {
         )?;
         let (notices, receiver) = mpsc::unbounded_channel();
         let authority = Arc::new(Authority {
-            directory: Directory::with_timeout(
+            directory: Directory::with_source(
                 Duration::from_secs(config.nss_cache_secs),
                 Duration::from_millis(config.nss_timeout_ms),
+                host.accounts,
             ),
+            clock: host.clock,
             throttle: throttle::Throttle::new(&config),
             uid_min: config.uid_min(),
             config: ArcSwap::from_pointee(config),
@@ -264,7 +287,7 @@ impl Authority {
 
     /// The daemon's state in one line, for `systemctl status`.
     pub fn status(&self) -> Status {
-        let second = (crate::time::now_micros() / 1_000_000) as u64;
+        let second = (self.now() / 1_000_000) as u64;
         let denials_last_minute = self
             .denials
             .lock()
@@ -300,9 +323,7 @@ impl Authority {
         match why {
             None => *refused = None,
             Some(why) => {
-                let since = refused
-                    .as_ref()
-                    .map_or_else(crate::time::now_micros, |r| r.0);
+                let since = refused.as_ref().map_or_else(|| self.now(), |r| r.0);
                 *refused = Some((since, why));
             }
         }
@@ -315,6 +336,11 @@ impl Authority {
             .config_refused
             .lock()
             .unwrap_or_else(|e| e.into_inner()) = why;
+    }
+
+    /// The time, as the authority's clock has it.
+    pub fn now(&self) -> Micros {
+        self.clock.now()
     }
 
     /// Keeps `text`, the configuration file the daemon runs on, as the last good one
@@ -493,7 +519,7 @@ impl Authority {
     fn deny(&self, caller: &Caller, operation: &str, draft: Draft, err: Error) -> Error {
         self.count_refusal(caller);
         {
-            let second = (crate::time::now_micros() / 1_000_000) as u64;
+            let second = (self.now() / 1_000_000) as u64;
             let mut denials = self.denials.lock().unwrap_or_else(|e| e.into_inner());
             let slot = &mut denials[(second % 60) as usize];
             if slot.0 != second {

@@ -16,7 +16,6 @@ use crate::audit::{Draft, Event};
 use crate::names::check_user_name;
 use crate::policy::Decision;
 use crate::sys::{hex, random_bytes};
-use crate::time::now_micros;
 
 use super::{Authority, Error, subject};
 
@@ -127,7 +126,7 @@ impl Authority {
         let decision = self.rules.load().check(
             &subject(requester, requester_account.as_deref()),
             &target_account.subject(),
-            now_micros(),
+            self.now(),
         );
         let reason = decision.reason(requester, target);
         let Decision::Allowed { rule } = &decision else {
@@ -140,7 +139,7 @@ impl Authority {
             .with("effective", target)
             .with("rule", rule.to_string())
             .caller(caller);
-        txn.record(place.on(draft), Vec::new(), now_micros())?;
+        txn.record(place.on(draft), Vec::new(), self.now())?;
         self.commit(Some(caller), txn)?;
         Ok((true, reason))
     }
@@ -200,7 +199,7 @@ impl Authority {
             .with("session", id.as_str())
             .caller(caller);
         let mut txn = self.begin()?;
-        txn.record(place.on(draft), Vec::new(), now_micros())?;
+        txn.record(place.on(draft), Vec::new(), self.now())?;
         self.commit(Some(caller), txn)?;
         Ok((true, id))
     }
@@ -229,7 +228,7 @@ impl Authority {
             .with("session", session)
             .caller(caller);
         let mut txn = self.begin()?;
-        txn.record(place.on(draft), Vec::new(), now_micros())?;
+        txn.record(place.on(draft), Vec::new(), self.now())?;
         self.commit(Some(caller), txn)
     }
 }

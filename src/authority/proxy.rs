@@ -8,7 +8,6 @@ use crate::audit::{Draft, Event, Txn};
 use crate::names::check_user_name;
 use crate::policy::{CompiledRules, Decision};
 use crate::store::{Association, Tree, Write};
-use crate::time::now_micros;
 use crate::wire::NO_ID;
 
 use super::{Authority, Error, Notice, subject};
@@ -64,7 +63,7 @@ impl Authority {
             });
         };
         let proxy_account = self.directory.cached_user(&association.proxy)??;
-        let decision = decide(
+        let decision = self.decide(
             &self.rules.load(),
             login,
             login_account.as_deref(),
@@ -145,7 +144,7 @@ impl Authority {
         {
             return (false, refusal.to_string());
         }
-        let decision = decide(&self.rules.load(), login, login_account, proxy);
+        let decision = self.decide(&self.rules.load(), login, login_account, proxy);
         (decision.is_allowed(), decision.reason(login, &proxy.name))
     }
 
@@ -154,7 +153,7 @@ impl Authority {
         let login_account = self.login_account(login)?;
         let login_subject = subject(login, login_account.as_deref());
         let rules = self.rules.load();
-        let now = now_micros();
+        let now = self.now();
         let (mut names, groups) = rules.offered_targets(&login_subject, now);
         for group in &groups {
             names.extend(self.directory.group_members(group)?);
@@ -220,7 +219,7 @@ impl Authority {
         }
         let mut txn = self.begin()?;
         // Decided under the transaction, so a concurrent reload cannot slip in between.
-        let decision = decide(
+        let decision = self.decide(
             &self.rules.load(),
             login,
             login_account.as_deref(),
@@ -234,7 +233,7 @@ impl Authority {
         let previous = store.association(login)?.map(|a| a.proxy);
         let association = Association {
             proxy: proxy.to_string(),
-            since: now_micros(),
+            since: self.now(),
             by_uid: caller.uid,
         };
         let (mut writes, ended_ids) = self.stale_proxy_sessions(store, login, Some(proxy))?;
@@ -248,7 +247,7 @@ impl Authority {
             .caller(caller);
         writes.push(Write::put(Tree::Associations, login, &association));
         writes.extend(extra(proxy));
-        txn.record(more(draft), writes, now_micros())?;
+        txn.record(more(draft), writes, self.now())?;
         self.commit(Some(caller), txn)?;
         self.notify(Notice::ProxyChanged {
             login: login.into(),
@@ -273,7 +272,7 @@ impl Authority {
             .with("ended_sessions", ended_ids.join(","))
             .caller(caller);
         writes.push(Write::delete(Tree::Associations, login));
-        txn.record(draft, writes, now_micros())?;
+        txn.record(draft, writes, self.now())?;
         self.commit(Some(caller), txn)?;
         self.notify(Notice::ProxyChanged {
             login: login.into(),
@@ -299,7 +298,7 @@ impl Authority {
             return Ok(Err(refusal.to_string()));
         }
         let login_account = self.login_account(login)?;
-        let decision = decide(rules, login, login_account.as_deref(), &proxy_account);
+        let decision = self.decide(rules, login, login_account.as_deref(), &proxy_account);
         Ok(match decision {
             Decision::Allowed { .. } => Ok(proxy_account),
             denied => Err(denied.reason(login, proxy)),
@@ -326,7 +325,7 @@ impl Authority {
             .with("reason", reason.as_str())
             .with("ended_sessions", ended_ids.join(","));
         writes.push(Write::delete(Tree::Associations, login.as_str()));
-        txn.record(draft, writes, now_micros())?;
+        txn.record(draft, writes, self.now())?;
         Ok(true)
     }
 
@@ -398,17 +397,16 @@ impl Authority {
     }
 }
 
-/// What `rules` say now about `login` (with its account, if it has one) proxying to
-/// `proxy`.
-fn decide(
-    rules: &CompiledRules,
-    login: &str,
-    login_account: Option<&Account>,
-    proxy: &Account,
-) -> Decision {
-    rules.check(
-        &subject(login, login_account),
-        &proxy.subject(),
-        now_micros(),
-    )
+impl Authority {
+    /// What `rules` say now about `login` (with its account, if it has one) proxying
+    /// to `proxy`.
+    fn decide(
+        &self,
+        rules: &CompiledRules,
+        login: &str,
+        login_account: Option<&Account>,
+        proxy: &Account,
+    ) -> Decision {
+        rules.check(&subject(login, login_account), &proxy.subject(), self.now())
+    }
 }

@@ -18,7 +18,6 @@ use crate::audit::{Draft, Event, Record};
 use crate::config::Config;
 use crate::policy::{CompiledRules, RuleError, RuleFile, parse_live_rule, parse_rule_file};
 use crate::store::{RuleSnapshot, Store, Tree, Write};
-use crate::time::now_micros;
 
 use super::{Authority, Error, Notice};
 
@@ -264,7 +263,7 @@ impl Authority {
         let draft = draft
             .with("generation", generation.to_string())
             .with("rules", rules.to_string());
-        txn.record(draft, writes, now_micros())?;
+        txn.record(draft, writes, self.now())?;
         self.commit(caller, txn)?;
         // Rule changes are serialized (`rule_changes`), so nothing came in between.
         self.install(compiled, generation);
@@ -516,7 +515,7 @@ impl Authority {
         Ok(self.ledger.prune(
             audit.max_bytes,
             crate::time::secs(audit.retention_secs),
-            now_micros(),
+            self.now(),
         )?)
     }
 }

@@ -13,7 +13,6 @@ use crate::cookies;
 use crate::store::SessionKind::{Login as LOGIN, Proxy as PROXY};
 use crate::store::{SessionRecord, Store, Write};
 use crate::sys::{hex, random_bytes};
-use crate::time::now_micros;
 use crate::wire::{NO_ID, SessionIdentity};
 
 /// The store key of a ticket: the hex SHA-256 of its text.
@@ -133,7 +132,7 @@ impl Authority {
         }
         let ticket = self.new_ticket()?;
         let key = ticket_key(&ticket);
-        let now = now_micros();
+        let now = self.now();
         let ttl = crate::time::secs(self.config().sessions.ttl_secs);
         let session = SessionRecord {
             id: short_id(&key),
@@ -183,7 +182,7 @@ impl Authority {
     ) -> Result<String, Error> {
         self.require_gateway(caller, "OpenProxySession")?;
         let parent_key = ticket_key(ticket);
-        let now = now_micros();
+        let now = self.now();
         let parent = match self.store.session(&parent_key)? {
             Some(s) if s.kind == LOGIN && self.session_alive(&s, now) => s,
             Some(s) if s.kind == PROXY => {
@@ -336,7 +335,7 @@ impl Authority {
     pub fn resolve_ticket(&self, caller: &Caller, ticket: &str) -> Result<SessionIdentity, Error> {
         self.require_gateway(caller, "ResolveTicket")?;
         let key = ticket_key(ticket);
-        let now = now_micros();
+        let now = self.now();
         let found = match self.store.session(&key)? {
             Some(session) => self
                 .session_identity(&key, &session, now, false)
@@ -358,7 +357,7 @@ impl Authority {
         access::gateway(caller, "ResolveTicket").ok()?;
         let key = ticket_key(ticket);
         let session = self.store.session(&key).ok()??;
-        match self.session_identity(&key, &session, now_micros(), true) {
+        match self.session_identity(&key, &session, self.now(), true) {
             Ok(Some((identity, renew))) if renew.is_empty() => Some(identity),
             _ => None,
         }
@@ -373,7 +372,7 @@ impl Authority {
             .map_err(|e| self.refuse(caller, Error::InvalidArgs(e.to_string())))?;
         let config = self.config();
         let config = &config.sessions;
-        let now = now_micros();
+        let now = self.now();
         let resolved = |key: &str, session: &SessionRecord| {
             self.session_identity(key, session, now, false)
                 .map_err(|e| e.unwrap_or_else(|| Error::Failed("no answer".into())))
@@ -452,7 +451,7 @@ impl Authority {
             .with("session", session.id.as_str())
             .with("sessions", closed.join(","))
             .caller(caller);
-        txn.record(draft, writes, now_micros())?;
+        txn.record(draft, writes, self.now())?;
         self.commit(Some(caller), txn)
     }
 
@@ -460,7 +459,7 @@ impl Authority {
     /// short ids.
     pub fn list_sessions(&self, caller: &Caller) -> Result<Vec<(SessionRecord, i64)>, Error> {
         self.require_admin(caller, "ListSessions")?;
-        let now = now_micros();
+        let now = self.now();
         let mut sessions: Vec<(SessionRecord, i64)> = self
             .store
             .sessions()?
@@ -493,7 +492,7 @@ impl Authority {
     /// `session-expired` record: found by a walk outside any transaction, deleted in
     /// transactions of a bounded size (each checks the session again).
     pub fn purge_sessions(&self) -> Result<usize, Error> {
-        let now = now_micros();
+        let now = self.now();
         let sessions = self.store.sessions()?;
         let keys: std::collections::HashSet<&str> =
             sessions.iter().map(|(key, _)| key.as_str()).collect();

@@ -3,6 +3,10 @@
 //! never reused, so they are kept until the connection goes away. What the uid is
 //! worth (admin, trusted) can change with the user database: that is decided again
 //! once it is older than `nss_cache_secs`, like any other lookup.
+//!
+//! Where the uid and pid come from is a [`CredentialSource`]: the bus daemon
+//! ([`BusDaemon`]) in the daemon; the in-process tests, which serve on peer-to-peer
+//! connections without a bus, bring their own.
 
 use std::collections::HashMap;
 use std::pin::Pin;
@@ -13,14 +17,68 @@ use futures_core::Stream;
 use zbus::Connection;
 use zbus::fdo::DBusProxy;
 use zbus::message::Header;
-use zbus::names::BusName;
+use zbus::names::{BusName, UniqueName};
 
 use super::BusError;
 use crate::access::Caller;
 use crate::authority::{Authority, Error};
 
+/// A future a [`CredentialSource`] returns.
+pub type CredentialFuture<'a> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<(u32, u32), Error>> + Send + 'a>>;
+
+/// Who is on the other end of a connection.
+pub trait CredentialSource: Send + Sync + 'static {
+    /// The name the sender of `header` on `connection` is known by while it is
+    /// connected (the key of the caller cache and the destination of its signals).
+    fn peer(&self, connection: &Connection, header: &Header<'_>) -> Result<String, Error>;
+    /// The uid and pid of `peer`, as somebody the daemon trusts vouches for them.
+    fn credentials<'a>(&'a self, connection: &'a Connection, peer: &'a str)
+    -> CredentialFuture<'a>;
+}
+
+/// The bus daemon: the sender's unique name, and `GetConnectionCredentials`.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct BusDaemon;
+
+impl CredentialSource for BusDaemon {
+    fn peer(&self, _: &Connection, header: &Header<'_>) -> Result<String, Error> {
+        header
+            .sender()
+            .map(|sender| sender.to_string())
+            .ok_or_else(|| Error::AccessDenied("message has no sender".into()))
+    }
+
+    fn credentials<'a>(
+        &'a self,
+        connection: &'a Connection,
+        peer: &'a str,
+    ) -> CredentialFuture<'a> {
+        Box::pin(async move {
+            let failed = |e: zbus::Error| {
+                Error::Failed(format!("cannot get the credentials of {peer}: {e}"))
+            };
+            let sender = UniqueName::try_from(peer).map_err(failed)?;
+            let credentials = DBusProxy::new(connection)
+                .await
+                .map_err(failed)?
+                .get_connection_credentials(BusName::Unique(sender))
+                .await
+                .map_err(|e| failed(e.into()))?;
+            let (Some(uid), Some(pid)) = (credentials.unix_user_id(), credentials.process_id())
+            else {
+                return Err(Error::AccessDenied(format!(
+                    "the bus does not know the uid and pid of {peer}"
+                )));
+            };
+            Ok((uid, pid))
+        })
+    }
+}
+
 pub struct Callers {
     authority: Arc<Authority>,
+    source: Arc<dyn CredentialSource>,
     known: Mutex<HashMap<String, Known>>,
 }
 
@@ -31,9 +89,16 @@ struct Known {
 }
 
 impl Callers {
+    /// Callers as the bus daemon vouches for them.
     pub fn new(authority: Arc<Authority>) -> Self {
+        Self::with_source(authority, Arc::new(BusDaemon))
+    }
+
+    /// Callers as `source` vouches for them.
+    pub fn with_source(authority: Arc<Authority>, source: Arc<dyn CredentialSource>) -> Self {
         Callers {
             authority,
+            source,
             known: Mutex::new(HashMap::new()),
         }
     }
@@ -44,9 +109,7 @@ impl Callers {
         connection: &Connection,
         header: &Header<'_>,
     ) -> Result<Arc<Caller>, BusError> {
-        let sender = header
-            .sender()
-            .ok_or_else(|| BusError::from(Error::AccessDenied("message has no sender".into())))?;
+        let sender = self.source.peer(connection, header)?;
         let ttl = Duration::from_secs(self.authority.config().nss_cache_secs);
         let known = self
             .known
@@ -66,23 +129,7 @@ impl Callers {
             let (uid, pid) = (caller.uid, caller.pid);
             return self.decide(sender.as_str(), uid, pid).await;
         }
-        let failed = |e: zbus::Error| {
-            BusError::from(Error::Failed(format!(
-                "cannot get the credentials of {sender}: {e}"
-            )))
-        };
-        let credentials = DBusProxy::new(connection)
-            .await
-            .map_err(failed)?
-            .get_connection_credentials(BusName::Unique(sender.clone()))
-            .await
-            .map_err(|e| failed(e.into()))?;
-        let (Some(uid), Some(pid)) = (credentials.unix_user_id(), credentials.process_id()) else {
-            return Err(Error::AccessDenied(format!(
-                "the bus does not know the uid and pid of {sender}"
-            ))
-            .into());
-        };
+        let (uid, pid) = self.source.credentials(connection, &sender).await?;
         self.decide(sender.as_str(), uid, pid).await
     }
 

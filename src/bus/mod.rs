@@ -23,7 +23,7 @@ use crate::authority::{Authority, Error, Notice};
 
 pub use admin::AdminInterface;
 pub use admission::Admission;
-pub use callers::Callers;
+pub use callers::{BusDaemon, Callers, CredentialFuture, CredentialSource};
 pub use identity::IdentityInterface;
 pub use jobs::JobsInterface;
 pub use pam::PamInterface;
@@ -157,6 +157,41 @@ impl Shared {
     {
         self.call_fast(connection, header, |_, _| None, op).await
     }
+}
+
+/// Serves every interface of the API at [`OBJECT_PATH`] on `connection`, each backed by
+/// `shared`: on the system bus in the daemon, on peer-to-peer connections in the
+/// in-process tests.
+pub async fn serve(connection: &Connection, shared: &Shared) -> zbus::Result<()> {
+    let server = connection.object_server();
+    let added = [
+        server
+            .at(OBJECT_PATH, IdentityInterface(shared.clone()))
+            .await?
+            .is_none(),
+        server
+            .at(OBJECT_PATH, AdminInterface(shared.clone()))
+            .await?
+            .is_none(),
+        server
+            .at(OBJECT_PATH, JobsInterface(shared.clone()))
+            .await?
+            .is_none(),
+        server
+            .at(OBJECT_PATH, SessionsInterface(shared.clone()))
+            .await?
+            .is_none(),
+        server
+            .at(OBJECT_PATH, PamInterface(shared.clone()))
+            .await?
+            .is_none(),
+    ];
+    if added.contains(&false) {
+        return Err(zbus::Error::Failure(format!(
+            "the interfaces are served at {OBJECT_PATH} already"
+        )));
+    }
+    Ok(())
 }
 
 /// Runs `op` on a blocking thread (store flushes and NSS lookups block).

@@ -11,11 +11,8 @@ use tracing_subscriber::prelude::*;
 use zbus::connection::Builder;
 
 use crate::audit::journal::{self, Journal};
-use crate::authority::{Authority, StateDirError, next_check};
-use crate::bus::{
-    self, AdminInterface, BUS_NAME, Callers, IdentityInterface, JobsInterface, OBJECT_PATH,
-    PamInterface, SessionsInterface, Shared,
-};
+use crate::authority::{Authority, Host, StateDirError, next_check};
+use crate::bus::{self, BUS_NAME, Callers, Shared};
 use crate::config::{self, BackendChoice, Config, ConfigError};
 use crate::exec::Backend;
 use crate::exec::contain::Containment;
@@ -102,6 +99,7 @@ pub async fn run(
         Backend::Systemd(..) => tracing::info!(
             "jobs run with the systemd backend, contained by their transient units' cgroups"
         ),
+        Backend::Runner(runner) => tracing::info!("jobs run with {}", runner.name()),
     }
     if let Backend::Direct(containment) = &backend
         && let Containment::Subreaper { .. } = **containment
@@ -110,7 +108,14 @@ pub async fn run(
     }
     let runtime = tokio::runtime::Handle::current();
     let (authority, notices) = tokio::task::spawn_blocking(move || {
-        Authority::open(&config_path, config, journal, backend, runtime)
+        Authority::open(
+            &config_path,
+            config,
+            journal,
+            backend,
+            Host::default(),
+            runtime,
+        )
     })
     .await??;
     match source {
@@ -135,13 +140,14 @@ pub async fn run(
     // Every object is served before the name is requested, so a client that sees the
     // name finds the whole API.
     let connection = Builder::system()
-        .serve_at(OBJECT_PATH, IdentityInterface(shared.clone()))
-        .serve_at(OBJECT_PATH, AdminInterface(shared.clone()))
-        .serve_at(OBJECT_PATH, JobsInterface(shared.clone()))
-        .serve_at(OBJECT_PATH, SessionsInterface(shared.clone()))
-        .serve_at(OBJECT_PATH, PamInterface(shared.clone()))
-        .name(BUS_NAME)
         .build()
+        .await
+        .map_err(DaemonError::Serve)?;
+    bus::serve(&connection, &shared)
+        .await
+        .map_err(DaemonError::Serve)?;
+    connection
+        .request_name(BUS_NAME)
         .await
         .map_err(DaemonError::Serve)?;
     tokio::spawn(bus::forward_notices(
@@ -271,7 +277,7 @@ async fn watch_expiry(authority: Arc<Authority>) {
         let changed = authority.rules_changed();
         tokio::pin!(changed);
         changed.as_mut().enable();
-        let now = crate::time::now_micros();
+        let now = authority.now();
         let wait = Duration::from_micros((next_check(&authority, now) - now).max(0) as u64);
         tokio::select! {
             _ = tokio::time::sleep(wait) => {

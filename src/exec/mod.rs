@@ -1,7 +1,8 @@
 //! How a job is started as another user, and how it ends.
 //!
 //! Two backends: under systemd each job is a transient service ([`systemd`]); without
-//! it (containers, the tests' private bus) the daemon starts jobs itself.
+//! it (containers, the tests' private bus) the daemon starts jobs itself. Whoever opens
+//! the authority may also bring a [`Runner`] of its own (the in-process tests do).
 //!
 //! The direct backend forks the daemon: everything the child needs is computed before
 //! the fork (supplementary groups from NSS, the environment, C strings, the job's
@@ -61,6 +62,25 @@ pub enum Backend {
     Direct(Arc<Containment>),
     /// Transient units of systemd, with per-user slices.
     Systemd(Arc<systemd::Systemd>, systemd::SliceLimits),
+    /// A runner given by whoever opened the authority (never chosen by the daemon).
+    Runner(Arc<dyn Runner>),
+}
+
+/// A future a [`Runner`] returns.
+pub type RunnerFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
+
+/// A job runner besides the two built in, which knows its jobs by their ids. The
+/// authority records, supervises and ends them as any other job.
+pub trait Runner: Send + Sync + 'static {
+    /// What the logs call it.
+    fn name(&self) -> &'static str;
+    /// Starts `spec` as job `id`; `Ok` once it runs. Errors are read as [`spawn`]'s:
+    /// [`is_request_error`] says whether the request was at fault.
+    fn start<'a>(&'a self, id: &'a str, spec: JobSpec) -> RunnerFuture<'a, io::Result<()>>;
+    /// Completes when job `id` has ended, and how. Cancel-safe.
+    fn wait<'a>(&'a self, id: &'a str) -> RunnerFuture<'a, ProcessEnd>;
+    /// Sends `signal` (SIGTERM or SIGKILL) to everything of job `id`; gone is fine.
+    fn signal<'a>(&'a self, id: &'a str, signal: Signal) -> RunnerFuture<'a, ()>;
 }
 
 impl Backend {
@@ -68,6 +88,7 @@ impl Backend {
         match self {
             Backend::Direct(_) => "direct",
             Backend::Systemd(..) => "systemd",
+            Backend::Runner(runner) => runner.name(),
         }
     }
 }
@@ -98,6 +119,10 @@ pub enum Started {
         name: String,
         watch: Box<systemd::UnitWatch>,
     },
+    Runner {
+        runner: Arc<dyn Runner>,
+        id: String,
+    },
 }
 
 /// Kills a started job: all of it, by its cgroup (direct backend with cgroups, or its
@@ -107,6 +132,7 @@ pub enum Started {
 pub enum Killer {
     Direct(DirectJob),
     Unit(Arc<systemd::Systemd>, String),
+    Runner(Arc<dyn Runner>, String),
 }
 
 /// What it takes to kill a job of the direct backend.
@@ -166,6 +192,7 @@ impl Killer {
         match self {
             Killer::Direct(job) => job.kill().await,
             Killer::Unit(systemd, unit) => systemd.kill(unit).await,
+            Killer::Runner(runner, id) => runner.signal(id, Signal::SIGKILL).await,
         }
     }
 
@@ -174,6 +201,7 @@ impl Killer {
         match self {
             Killer::Direct(job) => job.terminate(),
             Killer::Unit(systemd, unit) => systemd.signal(unit, Signal::SIGTERM).await,
+            Killer::Runner(runner, id) => runner.signal(id, Signal::SIGTERM).await,
         }
     }
 }
@@ -183,6 +211,7 @@ impl Started {
         match self {
             Started::Direct(running) => Killer::Direct(running.job.clone()),
             Started::Unit { systemd, name, .. } => Killer::Unit(systemd.clone(), name.clone()),
+            Started::Runner { runner, id } => Killer::Runner(runner.clone(), id.clone()),
         }
     }
 
@@ -190,7 +219,7 @@ impl Started {
     pub fn pid(&self) -> u32 {
         match self {
             Started::Direct(running) => running.job.pgid,
-            Started::Unit { .. } => 0,
+            Started::Unit { .. } | Started::Runner { .. } => 0,
         }
     }
 
@@ -261,6 +290,7 @@ impl Started {
                 let _ =
                     tokio::time::timeout(std::time::Duration::from_secs(1), watch.changed()).await;
             },
+            Started::Runner { runner, id } => runner.wait(id).await,
         }
     }
 }

@@ -27,7 +27,6 @@ use crate::audit::{Draft, Event};
 use crate::exec::{self, JobSpec, ProcessEnd};
 use crate::store::{JobEnd, JobRecord, JobState, Store, keys};
 use crate::sys::{process_start_time, random_bytes};
-use crate::time::now_micros;
 
 use super::{Authority, Error, Notice};
 
@@ -315,7 +314,7 @@ impl Authority {
             argv,
             cwd: cwd.display().to_string(),
             state: JobState::Running,
-            started: now_micros(),
+            started: self.now(),
             finished: 0,
             exit_code: 0,
             signal: None,
@@ -328,7 +327,7 @@ impl Authority {
             pid: 0,
             pid_start: 0,
             unit: match &self.backend {
-                exec::Backend::Direct(_) => String::new(),
+                exec::Backend::Direct(_) | exec::Backend::Runner(_) => String::new(),
                 exec::Backend::Systemd(..) => unit_name(&id)?,
             },
             output_kept: true,
@@ -419,7 +418,7 @@ impl Authority {
             .with("env", kept.join(","))
             .caller(caller);
         let recorded = txn
-            .record(draft, Store::put_job(record), now_micros())
+            .record(draft, Store::put_job(record), self.now())
             .map_err(Error::from)
             .and_then(|_| self.commit(Some(caller), txn));
         if recorded.is_err() {
@@ -470,6 +469,16 @@ impl Authority {
                     systemd: systemd.clone(),
                     name: unit,
                     watch: Box::new(watch),
+                })
+            }
+            exec::Backend::Runner(runner) => {
+                runner.start(id, spec).await.map_err(|e| StartError {
+                    caller_fault: exec::is_request_error(&e),
+                    message: e.to_string(),
+                })?;
+                Ok(exec::Started::Runner {
+                    runner: runner.clone(),
+                    id: id.to_string(),
                 })
             }
         }
@@ -644,7 +653,7 @@ impl Authority {
                 .with("stream", stream);
             return Err(self.deny(caller, "OpenResult", draft, err));
         }
-        txn.record(draft, Vec::new(), now_micros())?;
+        txn.record(draft, Vec::new(), self.now())?;
         self.commit(Some(caller), txn)?;
         Ok(file)
     }
@@ -682,7 +691,7 @@ impl Authority {
         job.finished = if at > 0 {
             at.max(job.started)
         } else {
-            now_micros()
+            self.now()
         };
         job.stdout_bytes = stdout_bytes;
         job.stderr_bytes = stderr_bytes;
@@ -722,7 +731,7 @@ impl Authority {
             .with("caller_pid", job.caller_pid.to_string())
             .with("caller", job.caller.as_str());
         let result = txn
-            .record(draft, Store::put_job(&job), now_micros())
+            .record(draft, Store::put_job(&job), self.now())
             .map_err(Error::from)
             .and_then(|_| self.commit(None, txn));
         self.running_jobs().remove(id);

@@ -17,6 +17,7 @@ use crate::exec::systemd::UnitState;
 use crate::exec::{self, ProcessEnd};
 use crate::store::JobRecord;
 use crate::sys::process_start_time;
+use nix::sys::signal::Signal;
 
 use super::super::{Authority, Error};
 
@@ -54,6 +55,7 @@ impl Authority {
                     }
                 }
             }
+            exec::Backend::Runner(_) => {}
         }
         let mut from = String::new();
         let (mut adopted, mut ended) = (0, 0);
@@ -172,6 +174,7 @@ impl Authority {
                 };
                 containment.kill_leftovers(&job.id, pid, job.uid);
             }
+            exec::Backend::Runner(runner) => runner.signal(&job.id, Signal::SIGKILL).await,
         }
     }
 

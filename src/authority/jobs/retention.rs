@@ -7,7 +7,6 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 
 use crate::store::{JobRecord, Store};
-use crate::time::now_micros;
 
 use super::super::{Authority, Error};
 
@@ -165,7 +164,7 @@ impl Authority {
         if retention == 0 {
             return Ok(0);
         }
-        let cutoff = now_micros() - crate::time::secs(retention);
+        let cutoff = self.now() - crate::time::secs(retention);
         let mut pruned = 0;
         let mut from = String::new();
         loop {

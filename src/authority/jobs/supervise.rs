@@ -12,7 +12,7 @@ use super::{Cancel, STREAMS};
 use crate::authority::Authority;
 use crate::exec;
 use crate::store::JobEnd;
-use crate::time::{Micros, now_micros};
+use crate::time::Micros;
 
 /// Waits for a job to end, enforcing its limits and cancellation, then records the end.
 /// `since` is when the job started (earlier than now for a job adopted after a restart:
@@ -28,7 +28,7 @@ pub(super) async fn supervise(
     let limits = authority.config().exec.clone();
     let dir = authority.job_dir(&id);
     let killer = started.killer();
-    let elapsed = Duration::from_micros((now_micros() - since).max(0) as u64);
+    let elapsed = Duration::from_micros((authority.now() - since).max(0) as u64);
     let deadline = (limits.timeout_secs > 0).then(|| {
         let limit = Duration::from_secs(limits.timeout_secs).saturating_sub(elapsed);
         tokio::time::Instant::now() + limit
