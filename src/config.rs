@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::exec::contain::ContainmentChoice;
 use crate::names::{check_group_name, check_user_name};
 
 pub const DEFAULT_PATH: &str = "/etc/proxyuserd/proxyuserd.toml";
@@ -168,18 +169,6 @@ pub enum BackendChoice {
     Systemd,
     /// The daemon forks jobs itself.
     Direct,
-}
-
-/// How the direct backend contains jobs (`exec.containment`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ContainmentChoice {
-    /// A cgroup v2 per job where the daemon can create one, else `subreaper`.
-    Auto,
-    /// A cgroup v2 per job; the daemon does not start without a writable cgroup v2.
-    Cgroup,
-    /// The daemon as child subreaper kills every process a job leaves.
-    Subreaper,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]

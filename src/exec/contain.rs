@@ -27,7 +27,17 @@ use nix::sys::signal::{Signal, kill};
 use nix::sys::wait::{WaitPidFlag, waitpid};
 use nix::unistd::Pid;
 
-use crate::config::ContainmentChoice;
+/// How the direct backend contains jobs (`exec.containment`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ContainmentChoice {
+    /// A cgroup v2 per job where the daemon can create one, else `subreaper`.
+    Auto,
+    /// A cgroup v2 per job; the daemon does not start without a writable cgroup v2.
+    Cgroup,
+    /// The daemon as child subreaper kills every process a job leaves.
+    Subreaper,
+}
 
 /// The directory below the daemon's cgroup that holds one cgroup per job.
 const JOBS_CGROUP: &str = "proxyuserd.jobs";
