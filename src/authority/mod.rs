@@ -39,7 +39,7 @@ use crate::time::{Clock, SystemClock};
 pub use jobs::{JobPage, STREAMS, WaitFor, bytes};
 pub use pam::PamPlace;
 pub use proxy::Acting;
-pub use rules::check_rule_dir;
+pub use rules::{RuleCheckError, RuleDirError, check_rule_dir};
 
 /// What went wrong, one variant per D-Bus error of the contract. Messages name the
 /// offending value and never another user's data. Conversions do not log: whoever

@@ -53,7 +53,7 @@ impl ParsedFiles {
 
 /// Why the rule files cannot be read.
 #[derive(Debug, thiserror::Error)]
-enum RuleDirError {
+pub enum RuleDirError {
     #[error("{}: {source}", path.display())]
     Read {
         path: PathBuf,
@@ -130,16 +130,24 @@ fn check_owned_by_root(path: &Path) -> Result<(), RuleDirError> {
     Ok(())
 }
 
+/// Why the rule files would be refused.
+#[derive(Debug, thiserror::Error)]
+pub enum RuleCheckError {
+    #[error(transparent)]
+    Dir(#[from] RuleDirError),
+    #[error(transparent)]
+    Rules(#[from] RuleError),
+}
+
 /// The rule files of `dir` as a start or a reload would read them (without the live
 /// rules, which are in the store): a summary, or the first error, located.
-pub fn check_rule_dir(dir: &Path) -> Result<String, String> {
-    let sources = read_rule_dir(dir).map_err(|e| e.to_string())?;
+pub fn check_rule_dir(dir: &Path) -> Result<String, RuleCheckError> {
+    let sources = read_rule_dir(dir)?;
     let files = sources
         .iter()
         .map(|(path, text)| parse_rule_file(path, text).map(Arc::new))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| e.to_string())?;
-    let compiled = CompiledRules::compile(files, Vec::new()).map_err(|e| e.to_string())?;
+        .collect::<Result<Vec<_>, _>>()?;
+    let compiled = CompiledRules::compile(files, Vec::new())?;
     let (n, rules) = (sources.len(), compiled.len());
     Ok(format!(
         "{n} rule {}, {rules} {}, valid",

@@ -59,8 +59,8 @@ pub enum DaemonError {
     #[error("cannot recover the jobs of the last run: {0}")]
     Recovery(crate::authority::Error),
     /// `exec.containment` asks for what the host cannot give.
-    #[error("{0}")]
-    Containment(String),
+    #[error(transparent)]
+    Containment(#[from] crate::exec::contain::NoCgroup),
     #[error("cannot serve {BUS_NAME} on the system bus: {0}")]
     Serve(zbus::Error),
     #[error("cannot handle signals: {0}")]
@@ -391,8 +391,8 @@ pub struct Args {
 }
 
 /// `--check-config`: the errors a start would meet, without starting.
-pub fn check_config(path: &std::path::Path) -> Result<String, String> {
-    let config = Config::load(path).map_err(|e| e.to_string())?;
+pub fn check_config(path: &std::path::Path) -> Result<String, CheckError> {
+    let config = Config::load(path)?;
     let rules = crate::authority::check_rule_dir(&config.rules_dir)?;
     Ok(format!(
         "{}: configuration valid; {}: {rules}",
@@ -404,6 +404,15 @@ pub fn check_config(path: &std::path::Path) -> Result<String, String> {
 /// Exit status of a start without a usable configuration (`EX_CONFIG`): the unit does
 /// not restart on it (`RestartPreventExitStatus=`), as nothing would change.
 pub const EXIT_CONFIG: u8 = 78;
+
+/// Why `--check-config` says a start would fail.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Rules(#[from] crate::authority::RuleCheckError),
+}
 
 /// Where the configuration a start runs on comes from.
 pub enum ConfigSource {

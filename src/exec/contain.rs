@@ -39,6 +39,11 @@ pub enum ContainmentChoice {
     Subreaper,
 }
 
+/// `exec.containment = "cgroup"` on a host that gives the daemon no cgroup v2 subtree.
+#[derive(Debug, thiserror::Error)]
+#[error("exec.containment = \"cgroup\" but there is no writable cgroup v2: {0}")]
+pub struct NoCgroup(pub std::io::Error);
+
 /// The directory below the daemon's cgroup that holds one cgroup per job.
 const JOBS_CGROUP: &str = "proxyuserd.jobs";
 
@@ -61,7 +66,7 @@ impl Containment {
     /// A cgroup v2 subtree if the daemon can create one below its own cgroup, else
     /// (or if `choice` says so) the daemon becomes the child subreaper. Says which,
     /// once, in the log. An error if `choice` asks for cgroups and there are none.
-    pub fn choose(choice: ContainmentChoice) -> Result<Containment, String> {
+    pub fn choose(choice: ContainmentChoice) -> Result<Containment, NoCgroup> {
         if choice == ContainmentChoice::Subreaper {
             return Ok(Self::subreaper("exec.containment = \"subreaper\""));
         }
@@ -74,9 +79,7 @@ impl Containment {
             Ok(base)
         }) {
             Ok(base) => Ok(Containment::Cgroup { base }),
-            Err(err) if choice == ContainmentChoice::Cgroup => Err(format!(
-                "exec.containment = \"cgroup\" but there is no writable cgroup v2: {err}"
-            )),
+            Err(err) if choice == ContainmentChoice::Cgroup => Err(NoCgroup(err)),
             Err(err) => Ok(Self::subreaper(&format!("no writable cgroup v2 ({err})"))),
         }
     }
