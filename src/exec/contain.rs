@@ -120,9 +120,14 @@ impl Containment {
             .write(true)
             .custom_flags(libc::O_CLOEXEC)
             .open(dir.join("cgroup.procs"));
-        match procs {
-            Ok(procs) => Ok(Some(JobCgroup {
+        let dir_fd = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_CLOEXEC | libc::O_DIRECTORY)
+            .open(&dir);
+        match procs.and_then(|procs| Ok((procs, dir_fd?))) {
+            Ok((procs, dir_fd)) => Ok(Some(JobCgroup {
                 dir,
+                dir_fd: dir_fd.into(),
                 procs: procs.into(),
             })),
             Err(err) => {
@@ -246,6 +251,8 @@ impl Containment {
 /// removed at the job's end.
 pub struct JobCgroup {
     dir: PathBuf,
+    /// The directory, open, for a process to be started in it (close-on-exec).
+    dir_fd: OwnedFd,
     /// Its `cgroup.procs`, open for the child to write itself into (close-on-exec).
     procs: OwnedFd,
 }
@@ -253,6 +260,10 @@ pub struct JobCgroup {
 impl JobCgroup {
     pub fn procs(&self) -> &OwnedFd {
         &self.procs
+    }
+
+    pub fn dir(&self) -> &OwnedFd {
+        &self.dir_fd
     }
 
     pub fn cgroup(&self) -> Cgroup {

@@ -14,17 +14,19 @@
 //! not enter), and exec. No shell. Whatever the job started is killed at its end, before
 //! the end is recorded.
 
+mod clone;
 pub mod contain;
 pub mod systemd;
 
 use std::ffi::CString;
 use std::fs::OpenOptions;
 use std::io;
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use nix::sys::signal::{SigHandler, Signal, kill, signal};
 use nix::sys::stat::{Mode, umask};
@@ -107,6 +109,14 @@ impl ProcessEnd {
             (Some(code), _) => ProcessEnd::Exited(code),
             (None, Some(signal)) => ProcessEnd::Signaled(signal),
             _ => ProcessEnd::Failed(format!("unexpected wait status {status}")),
+        }
+    }
+
+    fn from_waitid(status: rustix::process::WaitIdStatus) -> Self {
+        match (status.exit_status(), status.terminating_signal()) {
+            (Some(code), _) if status.exited() => ProcessEnd::Exited(code),
+            (_, Some(signal)) => ProcessEnd::Signaled(signal),
+            _ => ProcessEnd::Failed("unexpected wait status".into()),
         }
     }
 }
@@ -249,12 +259,12 @@ impl Started {
                         cgroup.empty().await;
                     }
                     let mut reaped = lock(&job.reaped);
-                    match running.child.try_wait() {
-                        Ok(Some(status)) => {
+                    match running.try_reap() {
+                        Ok(Some(end)) => {
                             *reaped = true;
                             drop(reaped);
                             running.reaped();
-                            return ProcessEnd::from_status(status);
+                            return end;
                         }
                         Ok(None) => {}
                         Err(err) => {
@@ -265,7 +275,7 @@ impl Started {
                         }
                     }
                 }
-                let status = running.child.wait().await;
+                let end = running.reap().await;
                 *lock(&job.reaped) = true;
                 // Without a pidfd the group can only be killed after the reap.
                 job.kill().await;
@@ -273,10 +283,9 @@ impl Started {
                     cgroup.empty().await;
                 }
                 running.reaped();
-                match status {
-                    Ok(status) => ProcessEnd::from_status(status),
-                    Err(err) => ProcessEnd::Failed(format!("cannot wait for the job: {err}")),
-                }
+                end.unwrap_or_else(|err| {
+                    ProcessEnd::Failed(format!("cannot wait for the job: {err}"))
+                })
             }
             Started::Unit {
                 systemd,
@@ -297,7 +306,7 @@ impl Started {
 
 /// A started job.
 pub struct Running {
-    pub child: tokio::process::Child,
+    leader: Leader,
     /// Its leader (which leads a new session), cgroup and containment.
     job: DirectJob,
     /// A pidfd of the job's main process: readable once it has ended, before it is
@@ -306,7 +315,48 @@ pub struct Running {
     exited: Option<AsyncFd<OwnedFd>>,
 }
 
+/// How a job's leader was started, which says how it is reaped.
+enum Leader {
+    /// By `std`'s spawn: the runtime reaps it.
+    Child(tokio::process::Child),
+    /// By [`clone::spawn`], into its cgroup: reaped through its pidfd (`exited`).
+    Cloned,
+}
+
 impl Running {
+    /// The leader's end if it has ended (then it is reaped), without waiting.
+    fn try_reap(&mut self) -> io::Result<Option<ProcessEnd>> {
+        match &mut self.leader {
+            Leader::Child(child) => Ok(child.try_wait()?.map(ProcessEnd::from_status)),
+            Leader::Cloned => {
+                let Some(exited) = &self.exited else {
+                    return Err(io::Error::other("a cloned job without its pidfd"));
+                };
+                let status = rustix::process::waitid(
+                    rustix::process::WaitId::PidFd(exited.get_ref().as_fd()),
+                    rustix::process::WaitIdOptions::EXITED | rustix::process::WaitIdOptions::NOHANG,
+                )?;
+                Ok(status.map(ProcessEnd::from_waitid))
+            }
+        }
+    }
+
+    /// Waits for the leader's end and reaps it.
+    async fn reap(&mut self) -> io::Result<ProcessEnd> {
+        if let Leader::Child(child) = &mut self.leader {
+            return child.wait().await.map(ProcessEnd::from_status);
+        }
+        loop {
+            if let Some(end) = self.try_reap()? {
+                return Ok(end);
+            }
+            let Some(exited) = &self.exited else {
+                return Err(io::Error::other("a cloned job without its pidfd"));
+            };
+            exited.readable().await?.clear_ready();
+        }
+    }
+
     /// After the leader was reaped and everything of the job is gone: forgets the
     /// leader (subreaper containment), removes the job's cgroup.
     fn reaped(&self) {
@@ -318,6 +368,9 @@ impl Running {
         }
     }
 }
+
+/// Whether processes can be started in their cgroup (until the kernel says no).
+static CLONE_INTO_CGROUP: AtomicBool = AtomicBool::new(true);
 
 /// Starts `spec` as its user (direct backend) as job `id`, contained by `containment`.
 /// An `Err` means nothing runs: the job's cgroup could not be made, or the identity
@@ -333,6 +386,66 @@ pub fn spawn(spec: JobSpec, id: &str, containment: &Arc<Containment>) -> io::Res
     let (uid, gid) = (Uid::from_raw(spec.uid), Gid::from_raw(spec.gid));
 
     let output = |path: &Path| OpenOptions::new().write(true).open(path);
+    let job_cgroup = containment
+        .create(id)
+        .map_err(|e| io::Error::other(format!("cannot create the job's cgroup: {e}")))?;
+    if let Some(cgroup) = &job_cgroup
+        && CLONE_INTO_CGROUP.load(Ordering::Relaxed)
+    {
+        let null;
+        let stdin = match &spec.stdin {
+            Some(fd) => fd.as_fd(),
+            None => {
+                null = std::fs::File::open("/dev/null")?;
+                null.as_fd()
+            }
+        };
+        let (stdout, stderr) = (output(&spec.stdout)?, output(&spec.stderr)?);
+        let prepared = clone::Prepared::new(
+            &spec.argv,
+            &spec.env,
+            cwd.clone(),
+            gids.clone(),
+            uid,
+            gid,
+            [stdin, stdout.as_fd(), stderr.as_fd()],
+        );
+        match prepared.and_then(|prepared| clone::spawn(&prepared, cgroup.dir().as_fd())) {
+            Ok(Some((pgid, pidfd))) => {
+                // SAFETY: the AsyncFd owns `pidfd`, open and the same until dropped.
+                let exited = unsafe { AsyncFd::register_with_interest(pidfd, Interest::READABLE) };
+                let exited = match exited {
+                    Ok(exited) => exited,
+                    Err(err) => {
+                        kill_group(pgid);
+                        return Err(err.into());
+                    }
+                };
+                return Ok(Running {
+                    leader: Leader::Cloned,
+                    job: DirectJob {
+                        pgid,
+                        uid: spec.uid,
+                        reaped: Reaped::default(),
+                        cgroup: Some(cgroup.cgroup()),
+                        containment: containment.clone(),
+                    },
+                    exited: Some(exited),
+                });
+            }
+            Ok(None) => {
+                tracing::info!(
+                    "this kernel cannot start a process in a cgroup (clone3 CLONE_INTO_CGROUP): \
+                     jobs move into theirs, which is slower"
+                );
+                CLONE_INTO_CGROUP.store(false, Ordering::Relaxed);
+            }
+            Err(err) => {
+                cgroup.cgroup().remove();
+                return Err(err);
+            }
+        }
+    }
     let mut command = tokio::process::Command::new(Path::new(program));
     command
         .args(args)
@@ -342,9 +455,6 @@ pub fn spawn(spec: JobSpec, id: &str, containment: &Arc<Containment>) -> io::Res
         .stdout(Stdio::from(output(&spec.stdout)?))
         .stderr(Stdio::from(output(&spec.stderr)?))
         .kill_on_drop(false);
-    let job_cgroup = containment
-        .create(id)
-        .map_err(|e| io::Error::other(format!("cannot create the job's cgroup: {e}")))?;
     let procs = job_cgroup.as_ref().map(|c| c.procs().as_raw_fd());
     // Runs in the forked child before exec. It only makes async-signal-safe system
     // calls (no allocation, no locks: `gids`, `cwd` and the cgroup's descriptor were made
@@ -402,7 +512,7 @@ pub fn spawn(spec: JobSpec, id: &str, containment: &Arc<Containment>) -> io::Res
         }
     };
     Ok(Running {
-        child,
+        leader: Leader::Child(child),
         job: DirectJob {
             pgid,
             uid: spec.uid,
