@@ -2,6 +2,7 @@
 
 use std::io::Write as _;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use sha2::{Digest, Sha256};
 
@@ -255,15 +256,18 @@ impl Store {
     }
 
     /// Writes the text of rule files to a snapshot file named by its content (durably,
-    /// before anything in the store points to it); its hash.
+    /// before anything in the store points to it); its hash. Two writers of the same
+    /// snapshot at once each write a temporary file of their own.
     pub fn write_rule_files(&self, files: &[(String, String)]) -> Result<String, StoreError> {
+        static WRITES: AtomicU64 = AtomicU64::new(0);
         let content = serde_json::to_vec(files).expect("strings serialize");
         let sha256 = crate::sys::hex(&Sha256::digest(&content));
         let path = self.rule_files_path(&sha256);
         if path.exists() {
             return Ok(sha256);
         }
-        let tmp = path.with_extension("tmp");
+        let n = WRITES.fetch_add(1, Ordering::Relaxed);
+        let tmp = path.with_extension(format!("{n}.tmp"));
         let io = |e: std::io::Error| StoreError::Io(format!("{}: {e}", tmp.display()));
         let mut file = std::fs::File::create(&tmp).map_err(io)?;
         file.write_all(&content).map_err(io)?;
@@ -275,6 +279,11 @@ impl Store {
                 .map_err(io)?;
         }
         Ok(sha256)
+    }
+
+    /// Whether the snapshot file `sha256` is there.
+    pub fn has_rule_files(&self, sha256: &str) -> bool {
+        self.rule_files_path(sha256).exists()
     }
 
     /// The rule files of snapshot `sha256` ("" is no files).
