@@ -1,10 +1,11 @@
 //! `org.proxyuserd1.Admin`: the rule set (files and live rules) and the audit log.
 //!
 //! A reload reads every file, re-parses only those whose content changed (parsed files
-//! are kept by content hash), compiles the whole set outside any transaction, and then
-//! records and installs it in one. The text of the files that validated is kept in a
-//! snapshot file beside the store (named by its hash, written only when it changed),
-//! so a daemon that starts with broken files serves the last good set.
+//! are kept by content hash), compiles the whole set outside any transaction (or keeps
+//! the active one when no file and no live rule changed), and then records and
+//! installs it in one. The text of the files that validated is kept in a snapshot file
+//! beside the store (named by its hash, written only when it changed, while the new set
+//! compiles), so a daemon that starts with broken files serves the last good set.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
