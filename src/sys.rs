@@ -59,10 +59,21 @@ pub fn trim_heap() {
 /// memory freed after a reload on one blocking thread stays in that thread's arena and
 /// RSS climbs reload after reload; two arenas keep it level (the daemon's work is
 /// short calls, not allocation-heavy threads).
+///
+/// And fixes the size from which an allocation gets its own mapping at 128 KiB (glibc's
+/// initial value). Left alone, glibc raises it to the size of each big block freed (up
+/// to 32 MiB), so that the next rule set's big tables and the rule files' text come
+/// from the heap, between small long-lived blocks, and stay in RSS after they are
+/// freed: 20 reloads of 100 000 rules left RSS anywhere between 35 and 70 MiB. With
+/// the size fixed, a replaced rule set's tables go back to the system when freed.
 pub fn limit_malloc_arenas() {
     // SAFETY: mallopt only sets a glibc tunable; called at start, before other threads.
     unsafe {
         libc::mallopt(libc::M_ARENA_MAX, 2);
+    }
+    // SAFETY: as above.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 128 * 1024);
     }
 }
 
@@ -147,7 +158,10 @@ pub fn watchdog_enabled() -> bool {
 /// it, and the directory synced.
 pub fn write_atomically(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
-    let tmp = path.with_extension("tmp");
+    // Its own temporary name, so that writers of the same file never share one.
+    static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let tmp = path.with_extension(format!("{n}.tmp"));
     let mut file = std::fs::File::create(&tmp)?;
     file.write_all(bytes)?;
     file.sync_all()?;

@@ -1,15 +1,17 @@
 //! `org.proxyuserd1.Admin`: the rule set (files and live rules) and the audit log.
 //!
 //! A reload reads every file, re-parses only those whose content changed (parsed files
-//! are kept by content hash), compiles the whole set outside any transaction, and then
-//! records and installs it in one. The text of the files that validated is kept in a
-//! snapshot file beside the store (named by its hash, written only when it changed),
-//! so a daemon that starts with broken files serves the last good set.
+//! are kept by content hash), compiles the whole set outside any transaction (or keeps
+//! the active one when no file and no live rule changed), and then records and
+//! installs it in one. The text of the files that validated is kept in a snapshot file
+//! beside the store (named by its hash, written only when it changed, while the new set
+//! compiles), so a daemon that starts with broken files serves the last good set.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use sha2::{Digest, Sha256};
 
@@ -29,26 +31,73 @@ type FileKey = (String, [u8; 32]);
 
 /// Parsed rule files by content: a reload re-parses only what changed.
 #[derive(Default)]
-pub(super) struct ParsedFiles(Mutex<HashMap<FileKey, Arc<RuleFile>>>);
+pub(super) struct ParsedFiles(Mutex<Parsed>);
+
+#[derive(Default)]
+struct Parsed {
+    files: HashMap<FileKey, Arc<RuleFile>>,
+    /// The files (in order) whose snapshot file was last written or found, and its
+    /// hash: a reload of the same files need not serialize them again to name it.
+    stored: Option<(Vec<FileKey>, String)>,
+}
 
 impl ParsedFiles {
-    /// Parses `sources`, reusing what was parsed before; keeps only these files.
-    fn parse(&self, sources: &[(String, String)]) -> Result<Vec<Arc<RuleFile>>, RuleError> {
-        let mut cache = self.0.lock().unwrap_or_else(|e| e.into_inner());
+    /// Parses `sources`, reusing what was parsed before; keeps only these files. The
+    /// files and their keys, in order.
+    fn parse(
+        &self,
+        sources: &[(String, String)],
+    ) -> Result<(Vec<Arc<RuleFile>>, Vec<FileKey>), RuleError> {
+        let keys = file_keys(sources);
+        let mut parsed = self.0.lock().unwrap_or_else(|e| e.into_inner());
         let mut kept = HashMap::with_capacity(sources.len());
         let mut files = Vec::with_capacity(sources.len());
-        for (path, text) in sources {
-            let key = (path.clone(), Sha256::digest(text.as_bytes()).into());
-            let file = match cache.remove(&key) {
+        for ((path, text), key) in sources.iter().zip(&keys) {
+            let file = match parsed.files.remove(key) {
                 Some(file) => file,
                 None => Arc::new(parse_rule_file(path, text)?),
             };
             files.push(file.clone());
-            kept.insert(key, file);
+            kept.insert(key.clone(), file);
         }
-        *cache = kept;
-        Ok(files)
+        parsed.files = kept;
+        Ok((files, keys))
     }
+
+    /// The hash of the snapshot of the files of `keys`, if it is known.
+    fn stored(&self, keys: &[FileKey]) -> Option<String> {
+        let parsed = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        match &parsed.stored {
+            Some((stored, sha256)) if stored == keys => Some(sha256.clone()),
+            _ => None,
+        }
+    }
+
+    fn set_stored(&self, keys: &[FileKey], sha256: &str) {
+        let mut parsed = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        parsed.stored = Some((keys.to_vec(), sha256.to_string()));
+    }
+}
+
+/// The rule files of a set: (path, text) and the key of each, in order.
+#[derive(Clone, Copy)]
+struct Sources<'a> {
+    texts: &'a [(String, String)],
+    keys: &'a [FileKey],
+}
+
+/// The key of each file of `sources`.
+fn file_keys(sources: &[(String, String)]) -> Vec<FileKey> {
+    sources
+        .iter()
+        .map(|(path, text)| (path.clone(), Sha256::digest(text.as_bytes()).into()))
+        .collect()
+}
+
+/// Whether `a` and `b` are the same parsed files (the same `Arc`s: a reload that
+/// found every file unchanged).
+fn same_files(a: &[Arc<RuleFile>], b: &[Arc<RuleFile>]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).all(|(a, b)| Arc::ptr_eq(a, b))
 }
 
 /// Why the rule files cannot be read.
@@ -188,22 +237,24 @@ impl Authority {
         let from_disk = read_rule_dir(&rules_dir)
             .map_err(|e| e.to_string())
             .and_then(|sources| {
-                let files = self.parsed.parse(&sources).map_err(|e| e.to_string())?;
+                let (files, keys) = self.parsed.parse(&sources).map_err(|e| e.to_string())?;
                 let compiled =
                     CompiledRules::compile(files, live.clone()).map_err(|e| e.to_string())?;
-                Ok((sources, compiled))
+                Ok((sources, keys, compiled))
             });
         match from_disk {
-            Ok((sources, compiled))
+            Ok((sources, keys, compiled))
                 if digest(&sources) == snapshot.sha256 && snapshot.generation > 0 =>
             {
-                self.install(compiled, snapshot.generation);
+                self.parsed.set_stored(&keys, &snapshot.sha256);
+                self.install(Arc::new(compiled), snapshot.generation);
             }
-            Ok((sources, compiled)) => {
+            Ok((sources, keys, compiled)) => {
                 let _serial = self.rule_changes.lock().unwrap_or_else(|e| e.into_inner());
+                let texts = &sources;
                 self.commit_rules(
-                    compiled,
-                    &sources,
+                    Arc::new(compiled),
+                    Sources { texts, keys: &keys },
                     Draft::new(Event::RulesReload).with("trigger", "start"),
                     None,
                     Vec::new(),
@@ -220,7 +271,7 @@ impl Authority {
                     .read_rule_files(&snapshot.sha256)
                     .map_err(|e| e.to_string())
                     .and_then(|sources| self.parsed.parse(&sources).map_err(|e| e.to_string()))
-                    .and_then(|files| {
+                    .and_then(|(files, _)| {
                         CompiledRules::compile(files, live.clone()).map_err(|e| e.to_string())
                     })
                     .unwrap_or_else(|err| {
@@ -230,22 +281,24 @@ impl Authority {
                         );
                         CompiledRules::compile(Vec::new(), live.clone()).unwrap_or_default()
                     });
-                self.install(compiled, snapshot.generation.max(1));
+                self.install(Arc::new(compiled), snapshot.generation.max(1));
             }
         }
         self.sweep();
         Ok(())
     }
 
-    /// Makes `compiled` the active rule set; the old one is freed (and its memory given
-    /// back to the system) once no reader holds it.
-    fn install(&self, compiled: CompiledRules, generation: u64) {
-        let old = self.rules.swap(Arc::new(compiled));
+    /// Makes `compiled` the active rule set. The old one is freed here unless a reader
+    /// still holds it (then the reader frees it), and the memory it took is given back
+    /// to the system.
+    fn install(&self, compiled: Arc<CompiledRules>, generation: u64) {
+        let old = self.rules.swap(compiled);
         self.generation.store(generation, Ordering::Release);
         self.directory.forget();
         self.rules_changed.notify_waiters();
-        drop(old);
-        crate::sys::trim_heap();
+        if Arc::into_inner(old).is_some() {
+            crate::sys::trim_heap();
+        }
     }
 
     /// Records a rule change durably (audit record, snapshot pointer, generation,
@@ -253,13 +306,13 @@ impl Authority {
     /// announces it. The snapshot file is written first (outside the transaction).
     fn commit_rules(
         &self,
-        compiled: CompiledRules,
-        sources: &[(String, String)],
+        compiled: Arc<CompiledRules>,
+        sources: Sources<'_>,
         draft: Draft,
         caller: Option<&Caller>,
         extra: Vec<Write>,
     ) -> Result<u64, Error> {
-        let sha256 = self.store.write_rule_files(sources)?;
+        let sha256 = self.write_snapshot(sources)?;
         let rules = compiled.len();
         let mut txn = self.begin()?;
         let generation = self.generation() + 1;
@@ -284,6 +337,18 @@ impl Authority {
         );
         self.notify(Notice::RulesChanged(generation));
         Ok(generation)
+    }
+
+    /// Writes the snapshot file of `sources` unless it is there; its hash.
+    fn write_snapshot(&self, sources: Sources<'_>) -> Result<String, Error> {
+        if let Some(sha256) = self.parsed.stored(sources.keys)
+            && self.store.has_rule_files(&sha256)
+        {
+            return Ok(sha256);
+        }
+        let sha256 = self.store.write_rule_files(sources.texts)?;
+        self.parsed.set_stored(sources.keys, &sha256);
+        Ok(sha256)
     }
 
     /// Re-reads the configuration file and the rule files (those of the `rules_dir` it
@@ -354,20 +419,45 @@ impl Authority {
         rules_dir: &Path,
         config_applied: &[&str],
     ) -> Result<u64, Error> {
+        let started = Instant::now();
         let sources = read_rule_dir(rules_dir).map_err(|e| Error::InvalidRules(e.to_string()))?;
-        let files = self
+        let (files, keys) = self
             .parsed
             .parse(&sources)
             .map_err(|e| Error::InvalidRules(e.to_string()))?;
+        let parsed = started.elapsed();
+        let sources = Sources {
+            texts: &sources,
+            keys: &keys,
+        };
         let trigger = if caller.is_some() { "Reload" } else { "SIGHUP" };
+        let mut current = self.rules.load_full();
+        let mut compiled = if self.parsed.stored(&keys).is_some() {
+            self.compile_reload(&files, &current)
+        } else {
+            // New files: their snapshot file is written while they compile (and again,
+            // under the lock, should a concurrent change have removed it meanwhile).
+            std::thread::scope(|scope| {
+                let writer = scope.spawn(|| self.write_snapshot(sources));
+                let compiled = self.compile_reload(&files, &current);
+                if let Ok(Err(err)) = writer.join() {
+                    tracing::debug!("writing the rule snapshot ahead failed: {err}");
+                }
+                compiled
+            })
+        };
         loop {
-            // Compiled outside the transaction; if a live rule changed meanwhile, again.
-            let current = self.rules.load_full();
-            let compiled = CompiledRules::compile(files.clone(), current.live().to_vec())
-                .map_err(|e| Error::InvalidRules(e.to_string()))?;
+            let compiled_in = started.elapsed();
+            let built = match compiled {
+                Ok(built) => built,
+                Err(err) => {
+                    self.forget_unused_snapshots();
+                    return Err(err);
+                }
+            };
             let mut draft = Draft::new(Event::RulesReload)
                 .with("trigger", trigger)
-                .with("files", sources.len().to_string());
+                .with("files", sources.texts.len().to_string());
             if !config_applied.is_empty() {
                 draft = draft.with("config", config_applied.join(","));
             }
@@ -375,10 +465,44 @@ impl Authority {
                 draft = draft.caller(caller);
             }
             if let Some(generation) =
-                self.commit_if_unchanged(&current, compiled, &sources, draft, caller, Vec::new())?
+                self.commit_if_unchanged(current, built, sources, draft, caller, vec![])?
             {
+                tracing::debug!(
+                    "reload: read and parsed in {parsed:?}, compiled by {compiled_in:?}, \
+                     committed and swept by {:?}",
+                    started.elapsed()
+                );
                 return Ok(generation);
             }
+            // A live rule changed meanwhile: again, on top of it.
+            current = self.rules.load_full();
+            compiled = self.compile_reload(&files, &current);
+        }
+    }
+
+    /// The set of `files` with the live rules of `current`: `current` itself if its
+    /// files are these (the same files and live rules compile to the same set; the
+    /// reload is recorded and swept all the same, under a new generation).
+    fn compile_reload(
+        &self,
+        files: &[Arc<RuleFile>],
+        current: &Arc<CompiledRules>,
+    ) -> Result<Arc<CompiledRules>, Error> {
+        if same_files(files, current.files()) {
+            return Ok(current.clone());
+        }
+        CompiledRules::compile(files.to_vec(), current.live().to_vec())
+            .map(Arc::new)
+            .map_err(|e| Error::InvalidRules(e.to_string()))
+    }
+
+    /// Deletes snapshot files other than the active set's (one written ahead for files
+    /// that then did not compile).
+    fn forget_unused_snapshots(&self) {
+        let _serial = self.rule_changes.lock().unwrap_or_else(|e| e.into_inner());
+        if let Ok(snapshot) = self.store.rule_snapshot() {
+            self.store
+                .forget_rule_files(&snapshot.unwrap_or_default().sha256);
         }
     }
 
@@ -386,17 +510,19 @@ impl Authority {
     /// `based_on` (then `None`: compile again).
     fn commit_if_unchanged(
         &self,
-        based_on: &Arc<CompiledRules>,
-        compiled: CompiledRules,
-        sources: &[(String, String)],
+        based_on: Arc<CompiledRules>,
+        compiled: Arc<CompiledRules>,
+        sources: Sources<'_>,
         draft: Draft,
         caller: Option<&Caller>,
         extra: Vec<Write>,
     ) -> Result<Option<u64>, Error> {
         let _serial = self.rule_changes.lock().unwrap_or_else(|e| e.into_inner());
-        if !Arc::ptr_eq(based_on, &self.rules.load_full()) {
+        if !Arc::ptr_eq(&based_on, &self.rules.load_full()) {
             return Ok(None);
         }
+        // The old set is freed when it is swapped out (unless a reader still holds it).
+        drop(based_on);
         self.commit_rules(compiled, sources, draft, caller, extra)
             .map(Some)
     }
@@ -440,6 +566,7 @@ impl Authority {
             let compiled = CompiledRules::compile(current.files().to_vec(), live)
                 .map_err(|e| Error::InvalidRules(e.to_string()))?;
             let sources = self.current_sources()?;
+            let keys = file_keys(&sources);
             let draft = Draft::new(Event::RuleAdded)
                 .with("rule", id.as_str())
                 .with("text", toml.as_str())
@@ -449,7 +576,17 @@ impl Authority {
                 Store::put_live_counter(counter),
             ];
             if self
-                .commit_if_unchanged(&current, compiled, &sources, draft, Some(caller), writes)?
+                .commit_if_unchanged(
+                    current,
+                    Arc::new(compiled),
+                    Sources {
+                        texts: &sources,
+                        keys: &keys,
+                    },
+                    draft,
+                    Some(caller),
+                    writes,
+                )?
                 .is_some()
             {
                 return Ok(id);
@@ -485,12 +622,23 @@ impl Authority {
             let compiled = CompiledRules::compile(current.files().to_vec(), live)
                 .map_err(|e| Error::InvalidRules(e.to_string()))?;
             let sources = self.current_sources()?;
+            let keys = file_keys(&sources);
             let draft = Draft::new(Event::RuleRemoved)
                 .with("rule", id)
                 .caller(caller);
             let writes = vec![Write::delete(Tree::Rules, id)];
             if self
-                .commit_if_unchanged(&current, compiled, &sources, draft, Some(caller), writes)?
+                .commit_if_unchanged(
+                    current,
+                    Arc::new(compiled),
+                    Sources {
+                        texts: &sources,
+                        keys: &keys,
+                    },
+                    draft,
+                    Some(caller),
+                    writes,
+                )?
                 .is_some()
             {
                 return Ok(());

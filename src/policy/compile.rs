@@ -5,7 +5,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use super::index::{ANY, DENY, FastMap, Keys, NameTable, PairIndex, Symbols};
-use super::model::{RuleFile, RuleView, Side};
+use super::model::{RuleFile, RuleView, Side, Span};
 use super::{Decision, Denial, Effect, Micros, RuleError, Subject};
 
 /// A validated, indexed rule set.
@@ -80,6 +80,10 @@ impl CompiledRules {
         }
 
         let mut compiled = CompiledRules::default();
+        // Room for every distinct name of every source as a user (the usual case: names
+        // of logins and proxies, few groups), so the table is not rebuilt as it grows.
+        let names: usize = sources.iter().map(|f| f.ends.len()).sum();
+        compiled.symbols.users.reserve(names);
         for name in proxy_users.keys() {
             compiled.symbols.mark_proxy_type(name, false);
         }
@@ -100,23 +104,14 @@ impl CompiledRules {
         let mut triples = Vec::with_capacity(total);
         let (mut login_keys, mut proxy_keys) = (Vec::new(), Vec::new());
         for (s, file) in sources.iter().enumerate() {
+            // Each of the file's names is looked up in the symbol tables once, however
+            // often its rules mention it.
+            let mut interned = Interned::new(file);
             for (n, rule) in file.rules.iter().enumerate() {
                 let idx = compiled.origins.len() as u32;
                 let symbols = &mut compiled.symbols;
-                keys(
-                    symbols,
-                    file,
-                    rule.logins,
-                    rule.login_groups,
-                    &mut login_keys,
-                );
-                keys(
-                    symbols,
-                    file,
-                    rule.proxies,
-                    rule.proxy_groups,
-                    &mut proxy_keys,
-                );
+                interned.keys(symbols, rule.logins, rule.login_groups, &mut login_keys);
+                interned.keys(symbols, rule.proxies, rule.proxy_groups, &mut proxy_keys);
                 symbols.any_login |= rule.logins == Side::Any;
                 symbols.any_proxy |= rule.proxies == Side::Any;
                 let entry = match rule.effect {
@@ -130,6 +125,7 @@ impl CompiledRules {
                 compiled.expires.push(rule.expires);
             }
         }
+        compiled.symbols.users.shrink_to_fit();
         compiled.index = PairIndex::build(
             triples,
             compiled.symbols.users.len(),
@@ -300,18 +296,56 @@ fn declare<'a>(
     }
 }
 
-/// The keys of one side of a rule: its names (or `*`) and its groups.
-fn keys(
-    symbols: &mut Symbols,
-    file: &RuleFile,
-    names: Side,
-    groups: super::model::Span,
-    out: &mut Vec<u32>,
-) {
-    out.clear();
-    match names {
-        Side::Any => out.push(ANY),
-        Side::Only(span) => out.extend(file.names(span).map(|n| symbols.intern(n, false))),
+/// The symbol keys of one file's names (by name index, as users and as groups), looked
+/// up as rules mention them.
+struct Interned<'a> {
+    file: &'a RuleFile,
+    users: Vec<u32>,
+    groups: Vec<u32>,
+}
+
+/// Not looked up yet.
+const UNSET: u32 = u32::MAX;
+
+impl<'a> Interned<'a> {
+    fn new(file: &'a RuleFile) -> Self {
+        Interned {
+            file,
+            users: vec![UNSET; file.ends.len()],
+            groups: Vec::new(),
+        }
     }
-    out.extend(file.names(groups).map(|g| symbols.intern(g, true)));
+
+    fn key(&mut self, symbols: &mut Symbols, name: u32, group: bool) -> u32 {
+        let table = if group {
+            if self.groups.is_empty() {
+                self.groups = vec![UNSET; self.file.ends.len()];
+            }
+            &mut self.groups
+        } else {
+            &mut self.users
+        };
+        let slot = &mut table[name as usize];
+        if *slot == UNSET {
+            *slot = symbols.intern(self.file.name(name), group);
+        }
+        *slot
+    }
+
+    /// The keys of one side of a rule: its names (or `*`) and its groups.
+    fn keys(&mut self, symbols: &mut Symbols, names: Side, groups: Span, out: &mut Vec<u32>) {
+        out.clear();
+        let file = self.file;
+        match names {
+            Side::Any => out.push(ANY),
+            Side::Only(span) => {
+                for m in file.mentions(span) {
+                    out.push(self.key(symbols, m.name, false));
+                }
+            }
+        }
+        for m in file.mentions(groups) {
+            out.push(self.key(symbols, m.name, true));
+        }
+    }
 }

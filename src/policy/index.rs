@@ -71,6 +71,17 @@ impl NameTable {
         }
     }
 
+    /// Makes room for `more` names (short ones: a long name is rare).
+    pub(super) fn reserve(&mut self, more: usize) {
+        self.short.reserve(more);
+    }
+
+    /// Gives back the room [`reserve`](Self::reserve) made and no name took.
+    pub(super) fn shrink_to_fit(&mut self) {
+        self.short.shrink_to_fit();
+        self.long.shrink_to_fit();
+    }
+
     pub(super) fn iter(&self) -> impl Iterator<Item = (&str, &Symbol)> {
         let short = self.short.iter().map(|(n, s)| (n.as_str(), s));
         short.chain(self.long.iter().map(|(n, s)| (n.as_str(), s)))

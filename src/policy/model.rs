@@ -255,6 +255,18 @@ fn hash(name: &str) -> u64 {
 
 impl Builder {
     pub fn new(shown: &str, source: Source, base: &str) -> Self {
+        Self::with_capacity(shown, source, base, 0, 0)
+    }
+
+    /// A builder with room for `rules` rules and `mentions` mentions of names (so a big
+    /// file is not copied over and over as it grows).
+    pub fn with_capacity(
+        shown: &str,
+        source: Source,
+        base: &str,
+        rules: usize,
+        mentions: usize,
+    ) -> Self {
         Builder {
             file: RuleFile {
                 shown: Arc::from(shown),
@@ -262,12 +274,12 @@ impl Builder {
                 base: Arc::from(base),
                 text: String::new(),
                 ends: Vec::new(),
-                mentions: Vec::new(),
+                mentions: Vec::with_capacity(mentions),
                 proxy_users: Span::default(),
                 proxy_groups: Span::default(),
-                rules: Vec::new(),
+                rules: Vec::with_capacity(rules),
             },
-            index: FastMap::default(),
+            index: FastMap::with_capacity_and_hasher(mentions, Default::default()),
             collided: FastMap::default(),
         }
     }

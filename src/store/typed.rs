@@ -254,7 +254,8 @@ impl Store {
     }
 
     /// Writes the text of rule files to a snapshot file named by its content (durably,
-    /// before anything in the store points to it); its hash.
+    /// before anything in the store points to it); its hash. Two writers of the same
+    /// snapshot at once each write a temporary file of their own ([`crate::sys::write_atomically`]).
     pub fn write_rule_files(&self, files: &[(String, String)]) -> Result<String, StoreError> {
         let content = serde_json::to_vec(files).expect("strings serialize");
         let sha256 = crate::sys::hex(&Sha256::digest(&content));
@@ -265,6 +266,11 @@ impl Store {
         crate::sys::write_atomically(&path, &content)
             .map_err(|e| StoreError::Io(IoFailure::io(path.display().to_string(), &e)))?;
         Ok(sha256)
+    }
+
+    /// Whether the snapshot file `sha256` is there.
+    pub fn has_rule_files(&self, sha256: &str) -> bool {
+        self.rule_files_path(sha256).exists()
     }
 
     /// The rule files of snapshot `sha256` ("" is no files).
