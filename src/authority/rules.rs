@@ -219,6 +219,14 @@ fn live_rules(store: &Store) -> Result<Vec<Arc<RuleFile>>, Error> {
     Ok(rules)
 }
 
+/// What a rule change records and applies with the rules: more store writes (a live
+/// rule), a reloaded configuration.
+#[derive(Default)]
+struct Alongside<'a> {
+    extra: Vec<Write>,
+    config: Option<&'a Config>,
+}
+
 /// The hash the snapshot file of `sources` is named by.
 fn digest(sources: &[(String, String)]) -> String {
     if sources.is_empty() {
@@ -257,7 +265,7 @@ impl Authority {
                     Sources { texts, keys: &keys },
                     Draft::new(Event::RulesReload).with("trigger", "start"),
                     None,
-                    Vec::new(),
+                    Alongside::default(),
                 )?;
             }
             Err(err) => {
@@ -310,8 +318,9 @@ impl Authority {
         sources: Sources<'_>,
         draft: Draft,
         caller: Option<&Caller>,
-        extra: Vec<Write>,
+        alongside: Alongside<'_>,
     ) -> Result<u64, Error> {
+        let Alongside { extra, config } = alongside;
         let sha256 = self.write_snapshot(sources)?;
         let rules = compiled.len();
         let mut txn = self.begin()?;
@@ -326,6 +335,11 @@ impl Authority {
             .with("rules", rules.to_string());
         txn.record(draft, writes, self.now())?;
         self.commit(caller, txn)?;
+        // A reload's configuration takes effect with its rules: no caller is judged by
+        // the new rules under the old configuration, and the sweep below sees both.
+        if let Some(config) = config {
+            self.apply_config(config.clone());
+        }
         // Rule changes are serialized (`rule_changes`), so nothing came in between.
         self.install(compiled, generation);
         self.store.forget_rule_files(&sha256);
@@ -363,13 +377,14 @@ impl Authority {
         // rules were committed.
         let _reloading = self.reloading.lock().unwrap_or_else(|e| e.into_inner());
         let (read, text) = Config::load_text(&self.config_path).map_err(|e| {
+            self.set_config_refused(Some(e.to_string()));
             Error::InvalidRules(format!(
                 "{e}; nothing reloaded, the running configuration stays"
             ))
         })?;
         let running = self.config();
         let reloaded = crate::config::reloaded(&running, read);
-        let result = self.reload_rules(caller, &reloaded.config.rules_dir, &reloaded.applied);
+        let result = self.reload_rules(caller, &reloaded);
         match &result {
             Ok(_) => self.set_refused(None),
             Err(Error::InvalidRules(why)) => self.set_refused(Some(why.clone())),
@@ -385,21 +400,13 @@ impl Authority {
             );
         }
         if !reloaded.applied.is_empty() {
-            self.apply_config(reloaded.config);
+            // Applied with the rules (`commit_rules`), whose sweep checked the
+            // associations against both.
             tracing::info!(
                 "{}: {} applied",
                 self.config_path.display(),
                 reloaded.applied.join(", ")
             );
-            // Who is an admin, a trusted caller or privileged may have changed: the
-            // associations are checked again against the new configuration.
-            let revoked = self.sweep();
-            if revoked > 0 {
-                tracing::info!(
-                    "{revoked} {} revoked by the new configuration",
-                    plural(revoked, "association", "associations")
-                );
-            }
         }
         self.save_last_good(&text);
         Ok(generation)
@@ -416,9 +423,11 @@ impl Authority {
     fn reload_rules(
         &self,
         caller: Option<&Caller>,
-        rules_dir: &Path,
-        config_applied: &[&str],
+        reloaded: &crate::config::Reloaded,
     ) -> Result<u64, Error> {
+        let rules_dir = &reloaded.config.rules_dir;
+        let config_applied = &reloaded.applied;
+        let config = (!config_applied.is_empty()).then_some(&reloaded.config);
         let started = Instant::now();
         let sources = read_rule_dir(rules_dir).map_err(|e| Error::InvalidRules(e.to_string()))?;
         let (files, keys) = self
@@ -464,9 +473,17 @@ impl Authority {
             if let Some(caller) = caller {
                 draft = draft.caller(caller);
             }
-            if let Some(generation) =
-                self.commit_if_unchanged(current, built, sources, draft, caller, vec![])?
-            {
+            if let Some(generation) = self.commit_if_unchanged(
+                current,
+                built,
+                sources,
+                draft,
+                caller,
+                Alongside {
+                    extra: Vec::new(),
+                    config,
+                },
+            )? {
                 tracing::debug!(
                     "reload: read and parsed in {parsed:?}, compiled by {compiled_in:?}, \
                      committed and swept by {:?}",
@@ -515,7 +532,7 @@ impl Authority {
         sources: Sources<'_>,
         draft: Draft,
         caller: Option<&Caller>,
-        extra: Vec<Write>,
+        alongside: Alongside<'_>,
     ) -> Result<Option<u64>, Error> {
         let _serial = self.rule_changes.lock().unwrap_or_else(|e| e.into_inner());
         if !Arc::ptr_eq(&based_on, &self.rules.load_full()) {
@@ -523,7 +540,7 @@ impl Authority {
         }
         // The old set is freed when it is swapped out (unless a reader still holds it).
         drop(based_on);
-        self.commit_rules(compiled, sources, draft, caller, extra)
+        self.commit_rules(compiled, sources, draft, caller, alongside)
             .map(Some)
     }
 
@@ -585,7 +602,10 @@ impl Authority {
                     },
                     draft,
                     Some(caller),
-                    writes,
+                    Alongside {
+                        extra: writes,
+                        config: None,
+                    },
                 )?
                 .is_some()
             {
@@ -637,7 +657,10 @@ impl Authority {
                     },
                     draft,
                     Some(caller),
-                    writes,
+                    Alongside {
+                        extra: writes,
+                        config: None,
+                    },
                 )?
                 .is_some()
             {

@@ -434,10 +434,17 @@ fn start_config(path: &Path) -> Result<(Config, ConfigSource), ConfigError> {
     };
     let dir = Config::state_dir_of(path);
     let last_good = dir.join(config::LAST_GOOD);
-    // Only a copy in a state directory that is the daemon's alone is trusted.
-    let kept = crate::authority::secure_state_dir(&dir)
-        .ok()
-        .and_then(|()| std::fs::read_to_string(&last_good).ok());
+    // Only a copy the daemon's user alone could have written is trusted: it and its
+    // directory are the daemon's and writable by nobody else. Nothing is created or
+    // changed on the word of a file that did not validate.
+    let daemon = nix::unistd::geteuid().as_raw();
+    let private = |p: &Path| {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::symlink_metadata(p).is_ok_and(|m| m.uid() == daemon && m.mode() & 0o022 == 0)
+    };
+    let kept = (private(&dir) && private(&last_good))
+        .then(|| std::fs::read_to_string(&last_good).ok())
+        .flatten();
     let Some(text) = kept else {
         return Err(refused);
     };

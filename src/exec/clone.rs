@@ -133,8 +133,10 @@ pub fn spawn(prepared: &Prepared, cgroup: BorrowedFd<'_>) -> io::Result<Option<(
     if pid < 0 {
         let err = io::Error::last_os_error();
         return match err.raw_os_error() {
-            // No clone3, or no CLONE_INTO_CGROUP: the caller's fallback.
-            Some(libc::ENOSYS | libc::E2BIG | libc::EINVAL) => Ok(None),
+            // No clone3, or no CLONE_INTO_CGROUP, or a sandbox (seccomp) that refuses
+            // clone3 with EPERM (a cgroup the daemon may not use is EACCES): the
+            // caller's fallback.
+            Some(libc::ENOSYS | libc::E2BIG | libc::EINVAL | libc::EPERM) => Ok(None),
             _ => Err(err),
         };
     }
@@ -150,18 +152,37 @@ pub fn spawn(prepared: &Prepared, cgroup: BorrowedFd<'_>) -> io::Result<Option<(
             Ok(0) => break,
             Ok(n) => got += n,
             Err(nix::errno::Errno::EINTR) => continue,
-            Err(err) => return Err(err.into()),
+            Err(err) => {
+                // Cannot tell whether it exec'd: it must not run unrecorded.
+                kill_and_reap(&pidfd, pid as u32);
+                return Err(err.into());
+            }
         }
     }
     if got == 0 {
         return Ok(Some((pid as u32, pidfd)));
     }
     // The child has _exit'ed or is about to: reap it, so that it is not left a zombie.
+    reap(&pidfd);
+    Err(io::Error::from_raw_os_error(i32::from_ne_bytes(report)))
+}
+
+/// Waits for the process of `pidfd` (our child) to end and reaps it.
+fn reap(pidfd: &OwnedFd) {
     let _ = rustix::process::waitid(
-        rustix::process::WaitId::PidFd(std::os::fd::AsFd::as_fd(&pidfd)),
+        rustix::process::WaitId::PidFd(std::os::fd::AsFd::as_fd(pidfd)),
         rustix::process::WaitIdOptions::EXITED,
     );
-    Err(io::Error::from_raw_os_error(i32::from_ne_bytes(report)))
+}
+
+/// SIGKILL to our child `pid` (not yet reaped, so the pid is still its own), then
+/// reaps it.
+pub fn kill_and_reap(pidfd: &OwnedFd, pid: u32) {
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    );
+    reap(pidfd);
 }
 
 /// The child: becomes the job, or reports why not and exits.

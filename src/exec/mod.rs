@@ -323,6 +323,25 @@ enum Leader {
     Cloned,
 }
 
+impl Drop for Running {
+    /// A cloned leader dropped before it was waited for (a start whose record failed)
+    /// is killed with everything of its job and reaped: nothing else would reap it.
+    fn drop(&mut self) {
+        if !matches!(self.leader, Leader::Cloned) {
+            return;
+        }
+        let mut reaped = lock(&self.job.reaped);
+        if *reaped {
+            return;
+        }
+        if let Some(cgroup) = &self.job.cgroup {
+            cgroup.kill();
+        }
+        let _ = nix::sys::wait::waitpid(Pid::from_raw(self.job.pgid as i32), None);
+        *reaped = true;
+    }
+}
+
 impl Running {
     /// The leader's end if it has ended (then it is reaped), without waiting.
     fn try_reap(&mut self) -> io::Result<Option<ProcessEnd>> {
@@ -386,21 +405,16 @@ pub fn spawn(spec: JobSpec, id: &str, containment: &Arc<Containment>) -> io::Res
     let (uid, gid) = (Uid::from_raw(spec.uid), Gid::from_raw(spec.gid));
 
     let output = |path: &Path| OpenOptions::new().write(true).open(path);
+    // Everything that can fail before the cgroup exists, so that a failure leaves none.
+    let (stdout, stderr) = (output(&spec.stdout)?, output(&spec.stderr)?);
+    let null = std::fs::File::open("/dev/null")?;
     let job_cgroup = containment
         .create(id)
         .map_err(|e| io::Error::other(format!("cannot create the job's cgroup: {e}")))?;
     if let Some(cgroup) = &job_cgroup
         && CLONE_INTO_CGROUP.load(Ordering::Relaxed)
     {
-        let null;
-        let stdin = match &spec.stdin {
-            Some(fd) => fd.as_fd(),
-            None => {
-                null = std::fs::File::open("/dev/null")?;
-                null.as_fd()
-            }
-        };
-        let (stdout, stderr) = (output(&spec.stdout)?, output(&spec.stderr)?);
+        let stdin = spec.stdin.as_ref().map_or(null.as_fd(), |fd| fd.as_fd());
         let prepared = clone::Prepared::new(
             &spec.argv,
             &spec.env,
@@ -417,7 +431,10 @@ pub fn spawn(spec: JobSpec, id: &str, containment: &Arc<Containment>) -> io::Res
                 let exited = match exited {
                     Ok(exited) => exited,
                     Err(err) => {
-                        kill_group(pgid);
+                        let cgroup = cgroup.cgroup();
+                        cgroup.kill();
+                        let _ = nix::sys::wait::waitpid(Pid::from_raw(pgid as i32), None);
+                        cgroup.remove();
                         return Err(err.into());
                     }
                 };
@@ -451,9 +468,9 @@ pub fn spawn(spec: JobSpec, id: &str, containment: &Arc<Containment>) -> io::Res
         .args(args)
         .env_clear()
         .envs(spec.env)
-        .stdin(spec.stdin.map_or_else(Stdio::null, Stdio::from))
-        .stdout(Stdio::from(output(&spec.stdout)?))
-        .stderr(Stdio::from(output(&spec.stderr)?))
+        .stdin(spec.stdin.map_or_else(|| Stdio::from(null), Stdio::from))
+        .stdout(Stdio::from(stdout))
+        .stderr(Stdio::from(stderr))
         .kill_on_drop(false);
     let procs = job_cgroup.as_ref().map(|c| c.procs().as_raw_fd());
     // Runs in the forked child before exec. It only makes async-signal-safe system

@@ -63,10 +63,20 @@ impl fmt::Display for IoFailure {
 
 impl IoFailure {
     pub fn io(what: impl Into<String>, err: &std::io::Error) -> Self {
+        let message = err.to_string();
+        // sled hands an error of its background writer to every later caller as a copy
+        // that keeps the kind and the text, not the errno.
+        let disk_full = matches!(err.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT))
+            || matches!(
+                err.kind(),
+                std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
+            )
+            || message.contains("os error 28")
+            || message.contains("No space left on device");
         IoFailure {
             what: what.into(),
-            message: err.to_string(),
-            disk_full: matches!(err.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT)),
+            message,
+            disk_full,
         }
     }
 
@@ -114,5 +124,23 @@ impl Unavailable {
             Unavailable::Write(f) | Unavailable::Flush(f) | Unavailable::Reopen(f) => f.disk_full,
             Unavailable::Lost | Unavailable::Closing => false,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_disk_is_told_by_errno_kind_or_the_text_of_a_copy() {
+        let errno = std::io::Error::from_raw_os_error(libc::ENOSPC);
+        assert!(IoFailure::io("write", &errno).disk_full);
+        // What sled gives later callers: kind and text, no errno.
+        let copy = std::io::Error::new(errno.kind(), format!("{errno:?}"));
+        assert_eq!(copy.raw_os_error(), None);
+        assert!(IoFailure::io("write", &copy).disk_full);
+        let other = std::io::Error::from_raw_os_error(libc::EIO);
+        assert!(!IoFailure::io("write", &other).disk_full);
+        assert!(!IoFailure::other("write", "No such thing").disk_full);
     }
 }
