@@ -507,12 +507,24 @@ fn service(guest: &Guest, verb: &str) {
 
 /// Waits (up to 10 s) until `systemctl status proxyuserd` shows `want`; the output.
 fn status_showing(guest: &Guest, want: &str) -> String {
+    status_when(guest, |status| status.contains(want))
+}
+
+/// Waits (up to 10 s) until `systemctl status proxyuserd` shows `want` and no longer
+/// `gone` (the status line is renewed every 2 s); the output.
+fn status_without(guest: &Guest, want: &str, gone: &str) -> String {
+    status_when(guest, |status| {
+        status.contains(want) && !status.contains(gone)
+    })
+}
+
+fn status_when(guest: &Guest, done: impl Fn(&str) -> bool) -> String {
     let mut status = String::new();
     for _ in 0..100 {
         status = guest
             .run(&["systemctl", "status", "--no-pager", "proxyuserd"])
             .stdout;
-        if status.contains(want) {
+        if done(&status) {
             break;
         }
         std::thread::sleep(std::time::Duration::from_millis(100));
@@ -678,14 +690,7 @@ fn broken_files_are_refused_visibly_under_systemd() {
     );
     guest.ok(&["rm", "/etc/proxyuserd/rules.d/30-broken.toml"]);
     guest.ok(&["systemctl", "reload", "proxyuserd"]);
-    let mut status = String::new();
-    for _ in 0..100 {
-        status = status_showing(&guest, "1 association");
-        if !status.contains("refused since") {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
+    let status = status_without(&guest, "1 association", "refused since");
     assert!(!status.contains("refused since"), "{status}");
 
     // A typo in the configuration: --check-config says where; a reload is refused and
@@ -740,14 +745,7 @@ fn broken_files_are_refused_visibly_under_systemd() {
         refused.stderr.contains("more than exec.max_args (2)"),
         "{refused:?}"
     );
-    let mut status = String::new();
-    for _ in 0..100 {
-        status = status_showing(&guest, "1 association");
-        if !status.contains("configuration file refused") {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
+    let status = status_without(&guest, "1 association", "configuration file refused");
     assert!(!status.contains("configuration file refused"), "{status}");
     guest.write("/etc/proxyuserd/proxyuserd.toml", CONFIG);
     guest.ok(&["systemctl", "reload", "proxyuserd"]);

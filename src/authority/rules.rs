@@ -580,10 +580,6 @@ impl Authority {
             let toml = rule.rules().map(|r| r.to_toml()).collect::<String>();
             let mut live = current.live().to_vec();
             live.push(rule);
-            let compiled = CompiledRules::compile(current.files().to_vec(), live)
-                .map_err(|e| Error::InvalidRules(e.to_string()))?;
-            let sources = self.current_sources()?;
-            let keys = file_keys(&sources);
             let draft = Draft::new(Event::RuleAdded)
                 .with("rule", id.as_str())
                 .with("text", toml.as_str())
@@ -592,26 +588,42 @@ impl Authority {
                 Write::put(Tree::Rules, id.as_str(), &toml),
                 Store::put_live_counter(counter),
             ];
-            if self
-                .commit_if_unchanged(
-                    current,
-                    Arc::new(compiled),
-                    Sources {
-                        texts: &sources,
-                        keys: &keys,
-                    },
-                    draft,
-                    Some(caller),
-                    Alongside {
-                        extra: writes,
-                        config: None,
-                    },
-                )?
-                .is_some()
-            {
+            if self.commit_live_change(current, live, draft, caller, writes)? {
                 return Ok(id);
             }
         }
+    }
+
+    /// Compiles the active set's files with `live` as the live rules and commits that
+    /// with `writes`, unless the active set is no longer `current` (then `false`: the
+    /// caller starts again).
+    fn commit_live_change(
+        &self,
+        current: Arc<CompiledRules>,
+        live: Vec<Arc<RuleFile>>,
+        draft: Draft,
+        caller: &Caller,
+        writes: Vec<Write>,
+    ) -> Result<bool, Error> {
+        let compiled = CompiledRules::compile(current.files().to_vec(), live)
+            .map_err(|e| Error::InvalidRules(e.to_string()))?;
+        let texts = self.current_sources()?;
+        let keys = file_keys(&texts);
+        let committed = self.commit_if_unchanged(
+            current,
+            Arc::new(compiled),
+            Sources {
+                texts: &texts,
+                keys: &keys,
+            },
+            draft,
+            Some(caller),
+            Alongside {
+                extra: writes,
+                config: None,
+            },
+        )?;
+        Ok(committed.is_some())
     }
 
     /// The text of the rule files of the active set.
@@ -639,31 +651,11 @@ impl Authority {
                 .filter(|r| r.live_id() != Some(id))
                 .cloned()
                 .collect();
-            let compiled = CompiledRules::compile(current.files().to_vec(), live)
-                .map_err(|e| Error::InvalidRules(e.to_string()))?;
-            let sources = self.current_sources()?;
-            let keys = file_keys(&sources);
             let draft = Draft::new(Event::RuleRemoved)
                 .with("rule", id)
                 .caller(caller);
             let writes = vec![Write::delete(Tree::Rules, id)];
-            if self
-                .commit_if_unchanged(
-                    current,
-                    Arc::new(compiled),
-                    Sources {
-                        texts: &sources,
-                        keys: &keys,
-                    },
-                    draft,
-                    Some(caller),
-                    Alongside {
-                        extra: writes,
-                        config: None,
-                    },
-                )?
-                .is_some()
-            {
+            if self.commit_live_change(current, live, draft, caller, writes)? {
                 return Ok(());
             }
         }

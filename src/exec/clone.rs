@@ -63,7 +63,7 @@ impl Prepared {
         argv: &[String],
         env: &[(String, String)],
         cwd: CString,
-        gids: Vec<Gid>,
+        gids: &[Gid],
         uid: Uid,
         gid: Gid,
         stdio: [BorrowedFd<'_>; 3],

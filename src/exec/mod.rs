@@ -157,6 +157,16 @@ pub struct DirectJob {
 }
 
 impl DirectJob {
+    fn new(pgid: u32, uid: u32, cgroup: Option<Cgroup>, containment: &Arc<Containment>) -> Self {
+        DirectJob {
+            pgid,
+            uid,
+            reaped: Reaped::default(),
+            cgroup,
+            containment: containment.clone(),
+        }
+    }
+
     /// SIGTERM to the job's cgroup, or to its process group while the leader is unreaped
     /// (orphans outside it get the SIGKILL of the end).
     fn terminate(&self) {
@@ -415,52 +425,12 @@ pub fn spawn(spec: JobSpec, id: &str, containment: &Arc<Containment>) -> io::Res
         && CLONE_INTO_CGROUP.load(Ordering::Relaxed)
     {
         let stdin = spec.stdin.as_ref().map_or(null.as_fd(), |fd| fd.as_fd());
-        let prepared = clone::Prepared::new(
-            &spec.argv,
-            &spec.env,
-            cwd.clone(),
-            gids.clone(),
-            uid,
-            gid,
-            [stdin, stdout.as_fd(), stderr.as_fd()],
-        );
-        match prepared.and_then(|prepared| clone::spawn(&prepared, cgroup.dir().as_fd())) {
-            Ok(Some((pgid, pidfd))) => {
-                // SAFETY: the AsyncFd owns `pidfd`, open and the same until dropped.
-                let exited = unsafe { AsyncFd::register_with_interest(pidfd, Interest::READABLE) };
-                let exited = match exited {
-                    Ok(exited) => exited,
-                    Err(err) => {
-                        let cgroup = cgroup.cgroup();
-                        cgroup.kill();
-                        let _ = nix::sys::wait::waitpid(Pid::from_raw(pgid as i32), None);
-                        cgroup.remove();
-                        return Err(err.into());
-                    }
-                };
-                return Ok(Running {
-                    leader: Leader::Cloned,
-                    job: DirectJob {
-                        pgid,
-                        uid: spec.uid,
-                        reaped: Reaped::default(),
-                        cgroup: Some(cgroup.cgroup()),
-                        containment: containment.clone(),
-                    },
-                    exited: Some(exited),
-                });
-            }
-            Ok(None) => {
-                tracing::info!(
-                    "this kernel cannot start a process in a cgroup (clone3 CLONE_INTO_CGROUP): \
-                     jobs move into theirs, which is slower"
-                );
-                CLONE_INTO_CGROUP.store(false, Ordering::Relaxed);
-            }
-            Err(err) => {
-                cgroup.cgroup().remove();
-                return Err(err);
-            }
+        let stdio = [stdin, stdout.as_fd(), stderr.as_fd()];
+        let prepared =
+            clone::Prepared::new(&spec.argv, &spec.env, cwd.clone(), &gids, uid, gid, stdio)
+                .inspect_err(|_| cgroup.cgroup().remove())?;
+        if let Some(running) = spawn_in_cgroup(&prepared, spec.uid, cgroup, containment)? {
+            return Ok(running);
         }
     }
     let mut command = tokio::process::Command::new(Path::new(program));
@@ -530,15 +500,50 @@ pub fn spawn(spec: JobSpec, id: &str, containment: &Arc<Containment>) -> io::Res
     };
     Ok(Running {
         leader: Leader::Child(child),
-        job: DirectJob {
-            pgid,
-            uid: spec.uid,
-            reaped: Reaped::default(),
-            cgroup: job_cgroup.map(|c| c.cgroup()),
-            containment: containment.clone(),
-        },
+        job: DirectJob::new(pgid, spec.uid, job_cgroup.map(|c| c.cgroup()), containment),
         exited,
     })
+}
+
+/// [`clone::spawn`] of `prepared` in `cgroup`, as job leader `uid` runs it; `None` if
+/// this kernel cannot (said once: from then on the caller's fallback is used). An `Err`
+/// leaves no process and no cgroup behind.
+fn spawn_in_cgroup(
+    prepared: &clone::Prepared,
+    uid: u32,
+    cgroup: &contain::JobCgroup,
+    containment: &Arc<Containment>,
+) -> io::Result<Option<Running>> {
+    let (pgid, pidfd) = match clone::spawn(prepared, cgroup.dir().as_fd()) {
+        Ok(Some(started)) => started,
+        Ok(None) => {
+            tracing::info!(
+                "this kernel cannot start a process in a cgroup (clone3 CLONE_INTO_CGROUP): \
+                 jobs move into theirs, which is slower"
+            );
+            CLONE_INTO_CGROUP.store(false, Ordering::Relaxed);
+            return Ok(None);
+        }
+        Err(err) => {
+            cgroup.cgroup().remove();
+            return Err(err);
+        }
+    };
+    // SAFETY: the AsyncFd owns `pidfd`, open and the same until dropped.
+    match unsafe { AsyncFd::register_with_interest(pidfd, Interest::READABLE) } {
+        Ok(exited) => Ok(Some(Running {
+            leader: Leader::Cloned,
+            job: DirectJob::new(pgid, uid, Some(cgroup.cgroup()), containment),
+            exited: Some(exited),
+        })),
+        Err(err) => {
+            let cgroup = cgroup.cgroup();
+            cgroup.kill();
+            let _ = nix::sys::wait::waitpid(Pid::from_raw(pgid as i32), None);
+            cgroup.remove();
+            Err(err.into())
+        }
+    }
 }
 
 /// Marks every descriptor from `first` on close-on-exec, so that a job inherits none
